@@ -1,0 +1,45 @@
+"""ollama-alicloud: an Ollama server on an Alibaba Cloud GPU instance."""
+
+import pulumi
+
+from components.gpu_server import GpuServer, GpuServerArgs
+from components.network import OLLAMA_PORT, Network, NetworkArgs
+from components.placement import PlacementError, choose_image, choose_zone
+from components.settings import SettingsError, build_settings, read_config
+
+try:
+    settings = build_settings(
+        read_config(pulumi.Config(), pulumi.Config("alicloud")),
+        project=pulumi.get_project(),
+        stack=pulumi.get_stack(),
+    )
+    zone = choose_zone(settings)
+    image_id = choose_image(settings)
+except (SettingsError, PlacementError) as error:
+    # RunError prints the message alone, without a Python traceback.
+    raise pulumi.RunError(str(error)) from None
+
+if settings.allow_public_unauthenticated and settings.is_public:
+    pulumi.log.warn("allowPublicUnauthenticated is true: the Ollama API and SSH are open to the internet "
+                    "without authentication")
+
+network = Network("net", NetworkArgs(settings=settings, zone=zone))
+server = GpuServer(
+    "ollama",
+    GpuServerArgs(
+        settings=settings,
+        zone=zone,
+        image_id=image_id,
+        vswitch_id=network.vswitch_id,
+        security_group_id=network.security_group_id,
+    ),
+)
+
+pulumi.export("endpoint", server.public_ip.apply(lambda ip: f"http://{ip}:{OLLAMA_PORT}"))
+pulumi.export("openaiBaseUrl", server.public_ip.apply(lambda ip: f"http://{ip}:{OLLAMA_PORT}/v1"))
+pulumi.export("publicIp", server.public_ip)
+pulumi.export("instanceId", server.instance_id)
+pulumi.export("dataDiskId", server.data_disk_id)
+pulumi.export("zone", zone)
+pulumi.export("models", list(settings.models))
+pulumi.export("sshCommand", server.public_ip.apply(lambda ip: f"ssh root@{ip}"))

@@ -1,0 +1,129 @@
+"""Cloud-init user-data: the bootstrap files from components/bootstrap plus the settings.
+
+The shell lives in .sh files that shellcheck reads; Python only passes values through
+bootstrap.env, one KEY="value" per line, which systemd and bash both parse the same way
+because every value is checked against a safe character set first.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from components.settings import Settings
+
+BOOTSTRAP_DIR = Path(__file__).parent / "bootstrap"
+
+# Alibaba Cloud accepts 32 KB; this product keeps a margin below it.
+USER_DATA_LIMIT_BYTES = 16 * 1024
+
+BOOTSTRAP_SCRIPT_PATH = "/opt/ollama-bootstrap/bootstrap.sh"
+BOOTSTRAP_ENV_PATH = "/etc/ollama-bootstrap/bootstrap.env"
+
+# Characters that mean the same inside double quotes to bash and to systemd.
+SAFE_VALUE = re.compile(r"^[A-Za-z0-9 ._:/@+=,%~-]*$")
+
+
+@dataclass(frozen=True)
+class InstanceFile:
+    """A file that cloud-init writes on the instance."""
+
+    path: str
+    content: str
+    permissions: str
+    compress: bool = False
+
+
+def read_bootstrap_file(name: str) -> str:
+    """Return a file from components/bootstrap, failing loudly when it is missing."""
+    path = BOOTSTRAP_DIR / name
+    if not path.is_file():
+        raise FileNotFoundError(f"bootstrap file missing from the repository: {path}")
+    return path.read_text()
+
+
+def bootstrap_env(settings: Settings, data_disk_serial: str) -> str:
+    """Render bootstrap.env: the settings that bootstrap.sh reads."""
+    values = {
+        "OLLAMA_VERSION": settings.ollama_version,
+        "OLLAMA_BASE_URL": settings.ollama_base_url,
+        "DRIVER_VERSION": settings.nvidia_driver_version,
+        "DRIVER_BASE_URL": settings.driver_base_url,
+        "MODELS": " ".join(settings.models),
+        "MODEL_REGISTRY": settings.model_registry or "",
+        "MODEL_REGISTRY_INSECURE": "true" if settings.model_registry_insecure else "false",
+        "DATA_DISK_SERIAL": data_disk_serial,
+        "DATA_DISK_WAIT_SECONDS": str(settings.data_disk_wait_seconds),
+        "OLLAMA_BIND": "0.0.0.0:11434",
+        "OLLAMA_KEEP_ALIVE": settings.keep_alive,
+        "PULL_STALL_SECONDS": str(settings.pull_stall_seconds),
+        "PULL_RETRIES": str(settings.pull_retries),
+    }
+    lines = ["# Written by cloud-init from the Pulumi stack settings; read by bootstrap.sh."]
+    for key, value in values.items():
+        if not SAFE_VALUE.match(value):
+            raise ValueError(f"bootstrap.env: {key} has characters that are unsafe in a shell: {value!r}")
+        lines.append(f'{key}="{value}"')
+    return "\n".join(lines) + "\n"
+
+
+def instance_files(settings: Settings, data_disk_serial: str) -> list[InstanceFile]:
+    """List the files the user-data writes, in the order cloud-init writes them."""
+    return [
+        InstanceFile(BOOTSTRAP_ENV_PATH, bootstrap_env(settings, data_disk_serial), "0600"),
+        InstanceFile(BOOTSTRAP_SCRIPT_PATH, read_bootstrap_file("bootstrap.sh"), "0755", compress=True),
+        InstanceFile("/etc/systemd/system/ollama.service", read_bootstrap_file("ollama.service"), "0644"),
+        InstanceFile(
+            "/etc/systemd/system/ollama-bootstrap.service",
+            read_bootstrap_file("ollama-bootstrap.service"),
+            "0644",
+        ),
+    ]
+
+
+def render_user_data(settings: Settings, data_disk_serial: str) -> str:
+    """Render the #cloud-config user-data for one instance.
+
+    The script is gzipped because user-data is size-limited; the other files stay
+    readable in the console. The bootstrap runs as a systemd service rather than from
+    runcmd so that it runs again on every boot and does not hold up cloud-init.
+    """
+    if not re.match(r"^[a-z0-9]+$", data_disk_serial):
+        raise ValueError(f"data disk serial must be the disk ID without 'd-', got {data_disk_serial!r}")
+
+    write_files = []
+    for item in instance_files(settings, data_disk_serial):
+        entry: dict[str, str] = {"path": item.path, "permissions": item.permissions, "owner": "root:root"}
+        if item.compress:
+            entry["encoding"] = "gz+b64"
+            entry["content"] = base64.b64encode(gzip.compress(item.content.encode(), mtime=0)).decode()
+        else:
+            entry["content"] = item.content
+        write_files.append(entry)
+
+    document = {
+        "write_files": write_files,
+        "runcmd": [
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "enable", "ollama-bootstrap.service"],
+            ["systemctl", "start", "--no-block", "ollama-bootstrap.service"],
+        ],
+    }
+    return "#cloud-config\n" + yaml.dump(document, Dumper=_LiteralDumper, sort_keys=False, width=1000)
+
+
+class _LiteralDumper(yaml.SafeDumper):
+    """YAML dumper that writes multi-line strings as literal blocks, for review."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_LiteralDumper.add_representer(str, _represent_str)

@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""Show what `pulumi up` would create, offline: no credentials, no network, no Pulumi CLI.
+
+Runs the project's own __main__.py under Pulumi's mock engine with a stack's config
+(Pulumi.yaml defaults, then Pulumi.<stack>.yaml, then --set overrides), prints every
+resource with its key inputs and the exports, and writes the rendered user-data and
+the files it puts on the instance to --out for review.
+
+Exit codes: 0 plan shown, 2 invalid settings or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import gzip
+import hashlib
+import json
+import logging
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "ollama-alicloud"
+MOCK_PUBLIC_IP = "203.0.113.10"
+MOCK_ZONES = ("cn-hangzhou-i", "cn-hangzhou-j")
+MOCK_IMAGE_ID = "m-mockalinux3image"
+
+logger = logging.getLogger("plan")
+
+
+@dataclass
+class PlannedResource:
+    """One resource the program declared."""
+
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    id: str
+
+
+@dataclass
+class PlanResult:
+    """Everything a mock run of the program produced."""
+
+    resources: list[PlannedResource] = field(default_factory=list)
+    invokes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    exports: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, type_token: str) -> list[PlannedResource]:
+        """Return the resources of one type token, in declaration order."""
+        return [resource for resource in self.resources if resource.type == type_token]
+
+
+def _import_pulumi() -> Any:
+    import pulumi  # noqa: PLC0415 - imported late so --help works without the SDK
+
+    return pulumi
+
+
+class PlanMocks:
+    """Pulumi mocks that stand in for the Alibaba Cloud API and record every call.
+
+    `zones` is what the zone look-up returns (an empty list means "sold out
+    everywhere"); `images` likewise for the image look-up.
+    """
+
+    def __init__(self, result: PlanResult, zones: tuple[str, ...] = MOCK_ZONES,
+                 images: tuple[str, ...] = (MOCK_IMAGE_ID,)) -> None:
+        self.result = result
+        self.zones = zones
+        self.images = images
+
+    def new_resource(self, args: Any) -> tuple[str, dict[str, Any]]:
+        digest = hashlib.sha256(args.name.encode()).hexdigest()[:16]
+        prefix = {
+            "alicloud:ecs/instance:Instance": "i-",
+            "alicloud:ecs/ecsDisk:EcsDisk": "d-",
+            "alicloud:vpc/network:Network": "vpc-",
+            "alicloud:vpc/switch:Switch": "vsw-",
+            "alicloud:ecs/securityGroup:SecurityGroup": "sg-",
+        }.get(args.typ, "")
+        resource_id = f"{prefix}{digest}"
+        state = dict(args.inputs)
+        if args.typ == "alicloud:ecs/instance:Instance":
+            state["publicIp"] = MOCK_PUBLIC_IP
+        self.result.resources.append(PlannedResource(args.typ, args.name, dict(args.inputs), resource_id))
+        return resource_id, state
+
+    def call(self, args: Any) -> dict[str, Any]:
+        self.result.invokes.append((args.token, dict(args.args)))
+        if args.token == "alicloud:index/getZones:getZones":
+            return {"ids": list(self.zones), "zones": [{"id": zone} for zone in self.zones]}
+        if args.token == "alicloud:ecs/getImages:getImages":
+            return {"ids": list(self.images), "images": [{"id": image} for image in self.images]}
+        return {}
+
+
+def load_stack_config(stack: str, overrides: dict[str, Any] | None = None,
+                      root: Path = ROOT) -> dict[str, Any]:
+    """Return the stack's config as `pulumi config` would see it: namespaced keys to values."""
+    config: dict[str, Any] = {}
+    stack_file = root / f"Pulumi.{stack}.yaml"
+    if stack_file.exists():
+        config.update((yaml.safe_load(stack_file.read_text()) or {}).get("config") or {})
+    for key, value in (overrides or {}).items():
+        config[key if ":" in key else f"{PROJECT}:{key}"] = value
+    return config
+
+
+def run_program(config: dict[str, Any], stack: str = "dev", zones: tuple[str, ...] = MOCK_ZONES,
+                images: tuple[str, ...] = (MOCK_IMAGE_ID,), program: Path = ROOT / "__main__.py") -> PlanResult:
+    """Run the Pulumi program under mocks and return what it declared and exported.
+
+    Raises whatever the program raises, e.g. pulumi.RunError for invalid settings.
+    """
+    pulumi = _import_pulumi()
+    from pulumi.runtime import settings as runtime_settings  # noqa: PLC0415
+    from pulumi.runtime.config import set_all_config  # noqa: PLC0415
+    from pulumi.runtime.mocks import set_mocks  # noqa: PLC0415
+    from pulumi.runtime.sync_await import _sync_await  # noqa: PLC0415
+    from pulumi.runtime.stack import run_pulumi_func  # noqa: PLC0415
+
+    result = PlanResult()
+    # Pulumi stores config values as strings; lists and maps as JSON.
+    set_all_config({key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()})
+    set_mocks(PlanMocks(result, zones, images), project=PROJECT, stack=stack, preview=False)
+    runtime_settings.SETTINGS.rpc_manager.clear()
+
+    exported: dict[str, Any] = {}
+
+    def record_export(name: str, value: Any) -> None:
+        exported[name] = value
+
+    def program_body() -> None:
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        with mock.patch.object(pulumi, "export", record_export):
+            runpy.run_path(str(program), run_name="__main__")
+
+    _sync_await(run_pulumi_func(program_body))
+
+    async def resolve_exports() -> dict[str, Any]:
+        resolved = {}
+        for name, value in exported.items():
+            resolved[name] = await pulumi.Output.from_input(value).future()
+        return resolved
+
+    result.exports = _sync_await(resolve_exports())
+    return result
+
+
+def decode_write_files(user_data: str) -> dict[str, str]:
+    """Return the files a #cloud-config writes, decoded, by path."""
+    document = yaml.safe_load(user_data)
+    files = {}
+    for entry in document.get("write_files", []):
+        content = entry.get("content", "")
+        if entry.get("encoding") == "gz+b64":
+            content = gzip.decompress(base64.b64decode(content)).decode()
+        files[entry["path"]] = content
+    return files
+
+
+# Inputs worth showing per resource type; everything else is in the full inputs.
+KEY_INPUTS = {
+    "alicloud:ecs/instance:Instance": ("instanceType", "availabilityZone", "imageId", "systemDiskSize",
+                                       "internetMaxBandwidthOut", "instanceChargeType"),
+    "alicloud:ecs/ecsDisk:EcsDisk": ("size", "category", "zoneId"),
+    "alicloud:ecs/securityGroupRule:SecurityGroupRule": ("type", "ipProtocol", "portRange", "cidrIp"),
+    "alicloud:vpc/network:Network": ("cidrBlock",),
+    "alicloud:vpc/switch:Switch": ("cidrBlock", "zoneId"),
+    "alicloud:ecs/ecsKeyPair:EcsKeyPair": ("keyPairName",),
+}
+
+
+def print_plan(result: PlanResult) -> None:
+    """Print the resources and exports as tables."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    console = Console()
+    table = Table(title="Resources `pulumi up` would create")
+    table.add_column("type")
+    table.add_column("name")
+    table.add_column("key inputs")
+    for resource in result.resources:
+        keys = KEY_INPUTS.get(resource.type, ())
+        shown = "\n".join(f"{key}={_format_value(resource.inputs[key])}" for key in keys if key in resource.inputs)
+        table.add_row(resource.type.split(":")[-1], resource.name, shown)
+    console.print(table)
+
+    exports = Table(title="Exports")
+    exports.add_column("name")
+    exports.add_column("value")
+    for name, value in result.exports.items():
+        exports.add_row(name, json.dumps(value) if not isinstance(value, str) else value)
+    console.print(exports)
+
+
+def _format_value(value: Any) -> str:
+    # The engine passes every number as a float.
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def write_review_files(result: PlanResult, out_dir: Path) -> Path:
+    """Write user-data.yaml and the decoded instance files under out_dir; return its path."""
+    instances = result.of_type("alicloud:ecs/instance:Instance")
+    user_data = instances[0].inputs["userData"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "user-data.yaml").write_text(user_data)
+    for path, content in decode_write_files(user_data).items():
+        target = out_dir / "files" / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    return out_dir / "user-data.yaml"
+
+
+def parse_set(values: list[str]) -> dict[str, Any]:
+    """Parse --set KEY=VALUE pairs; VALUE is read as YAML, so lists and numbers work."""
+    overrides = {}
+    for item in values:
+        key, separator, raw = item.partition("=")
+        if not separator or not key:
+            raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(raw) if raw else ""
+    return overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stack", default="dev", help="stack whose Pulumi.<stack>.yaml to read (default: dev)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set 'models=[qwen3:8b]' (repeatable)")
+    parser.add_argument("--zones", default=",".join(MOCK_ZONES),
+                        help="comma-separated zones the mocked stock look-up returns; empty means sold out")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="directory for the rendered user-data (default: plan/<stack>)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+    pulumi = _import_pulumi()
+    try:
+        overrides = parse_set(args.set)
+    except argparse.ArgumentTypeError as error:
+        parser.error(str(error))
+    zones = tuple(zone for zone in args.zones.split(",") if zone)
+
+    try:
+        with contextlib.redirect_stderr(sys.stderr):
+            result = run_program(load_stack_config(args.stack, overrides), stack=args.stack, zones=zones)
+    except pulumi.RunError as error:
+        logger.error("%s", error)
+        return 2
+
+    print_plan(result)
+    written = write_review_files(result, args.out or ROOT / "plan" / args.stack)
+    size = len(written.read_bytes())
+    logger.info("user-data written to %s (%d bytes); instance files under %s", written, size,
+                written.parent / "files")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
