@@ -1,0 +1,1 @@
+"""Code shared by the operator scripts: stack outputs, SSH, tunnels and the Ollama API."""

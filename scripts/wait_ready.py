@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Wait until the instance's bootstrap reports "ready", showing its progress live.
+
+Connects over SSH (retrying while the instance boots), then polls the bootstrap's
+status file: the running phase, bytes of the model download, and time since the
+bootstrap started. On failure it prints the failed phase, the error and the end of
+the bootstrap log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
+from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn,  # noqa: E402
+                           TransferSpeedColumn)
+from rich.table import Table  # noqa: E402
+
+from ops import cli, ssh, stack  # noqa: E402
+
+log = logging.getLogger("wait_ready")
+
+STATUS_PATH = "/var/lib/ollama-bootstrap/status.json"
+LOG_PATH = "/var/log/ollama-bootstrap.log"
+PHASE_ORDER = ("disk", "packages", "driver", "ollama", "pull", "gpu", "preload")
+
+# One round trip per poll: the instance's clock and boot time, then the status file.
+# The boot time tells a status file left by an earlier boot from this boot's run.
+POLL_COMMAND = ("printf '%s %s\\n' \"$(date +%s)\" \"$(awk '/^btime/ {{print $2}}' /proc/stat)\"; "
+                "cat {status} 2>/dev/null || true")
+LOG_TAIL_COMMAND = "tail -n {lines} {log} 2>&1"
+
+# The bootstrap records started_at after the clock is set; allow this much skew (seconds)
+# before calling a status file older than the boot.
+BOOT_TIME_SLACK = 5.0
+
+EXIT_CODES = {
+    cli.EXIT_OK: "the bootstrap reported ready",
+    cli.EXIT_FAILED: "the bootstrap reported failed (phase, error and log tail are printed)",
+    **{code: text for code, text in cli.EXIT_CODES_HELP.items() if code != cli.EXIT_UNREACHABLE},
+}
+
+
+@dataclass
+class Snapshot:
+    """One poll of the instance: its clock, its boot time and the parsed status file."""
+
+    remote_now: float
+    boot_time: float
+    status: dict | None
+
+    @property
+    def from_earlier_boot(self) -> bool:
+        started = (self.status or {}).get("started_at") or 0
+        return started + BOOT_TIME_SLACK < self.boot_time
+
+
+def parse_poll(output: str) -> Snapshot:
+    """Parse POLL_COMMAND's output; a missing or half-written status file gives status None."""
+    first, _, rest = output.partition("\n")
+    numbers = first.split()
+    if len(numbers) != 2:
+        raise ValueError(f"unexpected output from the status command: {first!r}")
+    status = None
+    if rest.strip():
+        try:
+            status = json.loads(rest)
+        except json.JSONDecodeError:
+            log.debug("status file is not valid JSON yet: %r", rest[:200])
+    if status is not None and not isinstance(status, dict):
+        status = None
+    return Snapshot(remote_now=float(numbers[0]), boot_time=float(numbers[1]), status=status)
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+@dataclass
+class PhaseLog:
+    """Logs each phase's state change once, so the log reads as a timeline."""
+
+    seen: dict[str, str] = field(default_factory=dict)
+
+    def update(self, phases: dict) -> None:
+        for name in sorted(phases, key=lambda n: PHASE_ORDER.index(n) if n in PHASE_ORDER else 99):
+            info = phases[name] or {}
+            state = info.get("state", "?")
+            if self.seen.get(name) == state:
+                continue
+            self.seen[name] = state
+            if info.get("end") and info.get("start"):
+                log.info("phase %s: %s after %s", name, state, format_seconds(info["end"] - info["start"]))
+            else:
+                log.info("phase %s: %s", name, state)
+
+
+def phase_table(status: dict) -> Table:
+    table = Table(title="Bootstrap phases")
+    table.add_column("phase")
+    table.add_column("state")
+    table.add_column("duration", justify="right")
+    phases = status.get("phases") or {}
+    for name in sorted(phases, key=lambda n: PHASE_ORDER.index(n) if n in PHASE_ORDER else 99):
+        info = phases[name] or {}
+        duration = ""
+        if info.get("start") and info.get("end"):
+            duration = format_seconds(info["end"] - info["start"])
+        table.add_row(name, str(info.get("state", "")), duration)
+    return table
+
+
+def failed_phase(status: dict) -> str:
+    if status.get("phase") and status.get("phase") != "ready":
+        return str(status["phase"])
+    failed = [n for n, info in (status.get("phases") or {}).items() if (info or {}).get("state") == "failed"]
+    return failed[0] if failed else "unknown"
+
+
+def report_failure(client, status: dict, args: argparse.Namespace, console: Console) -> None:
+    error = escape(str(status.get("error") or "no error text recorded"))
+    console.print(f"[bold red]Bootstrap failed[/] in phase [bold]{escape(failed_phase(status))}[/]: {error}")
+    try:
+        result = ssh.run(client, LOG_TAIL_COMMAND.format(lines=int(args.log_lines), log=ssh.quote(args.log_path)))
+        tail = result.stdout.rstrip("\n")
+    except ssh.SSHError as exc:
+        tail = f"(could not read the log: {exc})"
+    console.print(f"Last {args.log_lines} lines of {args.log_path} on {args.host_resolved}:")
+    console.print(tail, markup=False, highlight=False)
+
+
+class Display:
+    """Live progress of the bootstrap: phase, model bytes pulled of total, elapsed time."""
+
+    def __init__(self, console: Console):
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description:<10}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TextColumn("elapsed {task.fields[elapsed]}"),
+            console=console,
+            transient=False,
+        )
+        self.task = self.progress.add_task("connecting", total=None, elapsed="-")
+
+    def show(self, description: str, snapshot: Snapshot | None) -> None:
+        status = (snapshot.status if snapshot else None) or {}
+        total = status.get("bytes_total") or None
+        elapsed = "-"
+        if snapshot and status.get("started_at"):
+            elapsed = format_seconds(snapshot.remote_now - status["started_at"])
+        self.progress.update(self.task, description=description, total=total,
+                             completed=status.get("bytes_pulled") or 0, elapsed=elapsed)
+
+
+def wait(args: argparse.Namespace, console: Console) -> int:
+    target = cli.ssh_target_from_args(args)
+    args.host_resolved = target.host
+    deadline = time.monotonic() + args.timeout
+    backoff = cli.backoff_from_args(args)
+    poll_command = POLL_COMMAND.format(status=ssh.quote(args.status_path))
+    phases = PhaseLog()
+    display = Display(console)
+    log.info("waiting for %s@%s:%d (timeout %s)", target.user, target.host, target.port,
+             format_seconds(args.timeout))
+
+    with display.progress:
+        client = ssh.connect(target, deadline, backoff)
+        try:
+            while True:
+                try:
+                    result = ssh.run(client, poll_command, timeout=max(5.0, args.connect_timeout))
+                    snapshot = parse_poll(result.stdout)
+                except (ssh.SSHError, ValueError) as exc:
+                    log.warning("reading the status failed (%s); reconnecting", exc)
+                    client.close()
+                    client = ssh.connect(target, deadline, backoff)
+                    continue
+
+                status = snapshot.status
+                if status is None:
+                    display.show("starting", snapshot)
+                elif snapshot.from_earlier_boot:
+                    display.show("rebooting", None)
+                else:
+                    phases.update(status.get("phases") or {})
+                    display.show(str(status.get("phase", "?")), snapshot)
+                    if status.get("state") == "ready":
+                        display.progress.stop()
+                        console.print(phase_table(status))
+                        elapsed = (status.get("updated_at") or snapshot.remote_now) - status.get("started_at", 0)
+                        console.print(f"[bold green]Ready[/] after {format_seconds(elapsed)}; "
+                                      f"models: {', '.join(status.get('models') or []) or 'none'}")
+                        return cli.EXIT_OK
+                    if status.get("state") == "failed":
+                        display.progress.stop()
+                        report_failure(client, status, args, console)
+                        return cli.EXIT_FAILED
+
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    display.progress.stop()
+                    where = f"phase {status.get('phase')}" if status else "before the bootstrap wrote its status"
+                    console.print(f"[bold red]Timed out[/] after {format_seconds(args.timeout)} in {where}. "
+                                  f"Run again to keep waiting, or read {args.log_path} on the instance.")
+                    return cli.EXIT_TIMEOUT
+                time.sleep(min(args.poll_interval, remaining))
+        finally:
+            client.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=cli.exit_codes_epilog(EXIT_CODES),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cli.add_common_args(parser)
+    cli.add_ssh_args(parser)
+    parser.add_argument("--timeout", type=float, default=3600.0,
+                        help="seconds to wait in total, SSH retries included (default: %(default)s)")
+    parser.add_argument("--poll-interval", type=float, default=5.0,
+                        help="seconds between reads of the status file (default: %(default)s)")
+    parser.add_argument("--status-path", default=STATUS_PATH,
+                        help="bootstrap status file on the instance (default: %(default)s)")
+    parser.add_argument("--log-path", default=LOG_PATH,
+                        help="bootstrap log on the instance (default: %(default)s)")
+    parser.add_argument("--log-lines", type=int, default=40,
+                        help="lines of the bootstrap log to print on failure (default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.verbose)
+    console = Console()
+    try:
+        return wait(args, console)
+    except stack.StackError as exc:
+        log.error("%s", exc)
+        return cli.EXIT_STACK
+    except ssh.HostKeyChanged as exc:
+        console.print("[bold red]Host key rejected.[/]")
+        console.print(str(exc), markup=False, highlight=False)
+        return cli.EXIT_HOST_KEY
+    except ssh.SSHAuthFailed as exc:
+        log.error("%s", exc)
+        return cli.EXIT_AUTH
+    except ssh.SSHTimeout as exc:
+        log.error("timed out after %s: %s", format_seconds(args.timeout), exc)
+        return cli.EXIT_TIMEOUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
