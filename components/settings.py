@@ -136,9 +136,9 @@ class Settings:
     keep_alive: str
     """How long Ollama keeps a model loaded after a request (Ollama duration)."""
     driver_base_url: str
-    """Base URL that holds `<version>/NVIDIA-Linux-x86_64-<version>.run`."""
+    """Base URL that contains `<version>/NVIDIA-Linux-x86_64-<version>.run`."""
     ollama_base_url: str
-    """Base URL that holds `v<version>/ollama-linux-amd64.tar.zst`."""
+    """Base URL that contains `v<version>/ollama-linux-amd64.tar.zst`."""
     model_registry: str | None
     """Registry host that mirrors the Ollama library, or None for Ollama's own."""
     model_registry_insecure: bool
@@ -355,7 +355,7 @@ def build_settings(values: Mapping[str, Any], *, project: str = PROJECT, stack: 
 
 
 def required_data_disk_gib(models: tuple[str, ...]) -> int:
-    """Return the smallest data disk in GiB that holds the known model sizes with headroom."""
+    """Return the smallest data disk in GiB that fits the known model sizes with headroom."""
     known_gb = sum(MODEL_DOWNLOAD_GB.get(normalize_model(model), 0.0) for model in models)
     if known_gb == 0:
         return 20
