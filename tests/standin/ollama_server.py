@@ -97,6 +97,10 @@ from typing import Any, Callable, Iterator
 
 log = logging.getLogger("ollama-standin")
 
+# Ollama encodes with Go's encoding/json, which puts no spaces after ':' or ','.
+# Clients that match text in the stream (the bootstrap's shell does) rely on that.
+WIRE_SEPARATORS = (",", ":")
+
 DEFAULT_VERSION = "0.32.15"
 DEFAULT_REGISTRY = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
@@ -822,7 +826,7 @@ class Handler(BaseHTTPRequestHandler):
         return data
 
     def _send_json(self, status: int, payload: Any) -> None:
-        body = json.dumps(payload).encode()
+        body = json.dumps(payload, separators=WIRE_SEPARATORS).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -860,7 +864,7 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
     def _ndjson(self, payload: dict) -> None:
-        self._chunk(json.dumps(payload).encode() + b"\n")
+        self._chunk(json.dumps(payload, separators=WIRE_SEPARATORS).encode() + b"\n")
 
     def _client_closed(self) -> bool:
         try:
@@ -1182,7 +1186,7 @@ class Handler(BaseHTTPRequestHandler):
             self.state.release(current)
 
     def _sse(self, payload: dict) -> None:
-        self._chunk(b"data: " + json.dumps(payload).encode() + b"\n\n")
+        self._chunk(b"data: " + json.dumps(payload, separators=WIRE_SEPARATORS).encode() + b"\n\n")
 
 
 class BadRequest(Exception):

@@ -92,6 +92,17 @@ def test_root_and_version(start):
     assert httpx.get(server.url + "/api/version").json() == {"version": "9.8.7"}
 
 
+def test_stream_lines_are_compact_json(start):
+    """Guards the bootstrap's shell parser, which matches '"status":"success"' as Go writes it."""
+    server = start(model_size=standin.parse_per_model(None, 1000))
+
+    with httpx.stream("POST", server.url + "/api/pull", json={"model": "qwen3:8b"}) as response:
+        lines = [line for line in response.iter_lines() if line]
+
+    assert lines[-1] == '{"status":"success"}'
+    assert all(": " not in line and ", " not in line for line in lines)
+
+
 def test_pull_stream_reports_real_progress(start):
     server = start(model_size=standin.parse_per_model(None, 1_000_000))
 
