@@ -19,9 +19,12 @@ except (SettingsError, PlacementError) as error:
     # RunError prints the message alone, without a Python traceback.
     raise pulumi.RunError(str(error)) from None
 
-if settings.allow_public_unauthenticated and settings.is_public:
-    pulumi.log.warn("allowPublicUnauthenticated is true: the Ollama API and SSH are open to the internet "
-                    "without authentication")
+if settings.is_public and not settings.api_key_sha256:
+    pulumi.log.warn("allowPublicUnauthenticated is true: the Ollama API is open to the internet without "
+                    "authentication; anyone can use the GPU")
+if settings.is_public and not settings.ssh_cidrs:
+    pulumi.log.warn("SSH is closed: allowedCidrs has only public entries and allowPublicSsh is false; use "
+                    "the serial console, or add your network to allowedCidrs")
 
 network = Network("net", NetworkArgs(settings=settings, zone=zone))
 server = GpuServer(

@@ -27,7 +27,11 @@ class NetworkArgs:
 
 
 class Network(pulumi.ComponentResource):
-    """A VPC, a vSwitch and a security group that admits only 11434 and 22 from allowedCidrs."""
+    """A VPC, a vSwitch and a security group that admits only 11434 and 22.
+
+    11434 is open to allowedCidrs; 22 only to the entries narrower than /8, unless
+    allowPublicSsh is set.
+    """
 
     vpc_id: pulumi.Output[str]
     vswitch_id: pulumi.Output[str]
@@ -76,21 +80,22 @@ class Network(pulumi.ComponentResource):
         )
         self.security_group_id = group.id
 
-        for cidr in settings.allowed_cidrs:
-            for port, purpose in ((OLLAMA_PORT, "ollama"), (SSH_PORT, "ssh")):
-                ecs.SecurityGroupRule(
-                    f"{name}-{purpose}-{_slug(cidr)}",
-                    security_group_id=group.id,
-                    type="ingress",
-                    ip_protocol="tcp",
-                    port_range=f"{port}/{port}",
-                    cidr_ip=cidr,
-                    nic_type="intranet",
-                    policy="accept",
-                    priority=1,
-                    description=f"{purpose} from {cidr}",
-                    opts=child,
-                )
+        rules = [(OLLAMA_PORT, "ollama", cidr) for cidr in settings.allowed_cidrs]
+        rules += [(SSH_PORT, "ssh", cidr) for cidr in settings.ssh_cidrs]
+        for port, purpose, cidr in rules:
+            ecs.SecurityGroupRule(
+                f"{name}-{purpose}-{_slug(cidr)}",
+                security_group_id=group.id,
+                type="ingress",
+                ip_protocol="tcp",
+                port_range=f"{port}/{port}",
+                cidr_ip=cidr,
+                nic_type="intranet",
+                policy="accept",
+                priority=1,
+                description=f"{purpose} from {cidr}",
+                opts=child,
+            )
 
         self.register_outputs(
             {"vpcId": self.vpc_id, "vswitchId": self.vswitch_id, "securityGroupId": self.security_group_id}

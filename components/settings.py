@@ -7,6 +7,7 @@ and each message names the key, the bad value and the `pulumi config set` that f
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
 import os
@@ -31,6 +32,10 @@ DEFAULTS: dict[str, Any] = {
     "sshPublicKey": "",
     "internetBandwidthOut": 100,
     "allowPublicUnauthenticated": False,
+    "apiKey": "",
+    "allowModelManagement": False,
+    "allowPublicSsh": False,
+    "allowedOrigins": [],
     "vpcId": "",
     "vswitchId": "",
     "keepAlive": "1h",
@@ -41,6 +46,16 @@ DEFAULTS: dict[str, Any] = {
     "pullStallSeconds": 300,
     "pullRetries": 5,
     "dataDiskWaitSeconds": 600,
+    "spot": False,
+    "spotInterruptionBehavior": "Stop",
+    "spotFallback": False,
+    "ttlHours": 0,
+    "ttlRenewedAt": "",
+    "idleStopMinutes": 0,
+    "keepModelDisk": False,
+    "dataDiskSnapshotId": "",
+    "ecsApiEndpoint": "",
+    "instanceMetadataUrl": "http://100.100.100.200",
 }
 
 # Download sizes in GB (Q4_K_M) from the Ollama library pages; the disk check adds
@@ -89,6 +104,21 @@ SSH_PUBLIC_KEY = re.compile(
 BASE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(?::\d{1,5})?(?:/[A-Za-z0-9._~%/-]*)?$")
 REGISTRY_HOST = re.compile(r"^[a-z0-9][a-z0-9.-]*(?::\d{1,5})?$")
 
+# API keys are checked by hash on the instance, and the hash is readable in the
+# user-data, so a key must be long and random enough that the hash cannot be reversed.
+MIN_API_KEY_LENGTH = 32
+API_KEY = re.compile(r"^[\x21-\x7e]+$")
+ORIGIN = re.compile(r"^(?:\*|https?://[A-Za-z0-9.-]+(?::\d{1,5})?)$")
+API_KEY_FIX = 'pulumi config set --secret apiKey "$(openssl rand -hex 32)"'
+
+# Spot interruption: Stop keeps the instance and its disks (economical mode), Terminate releases it.
+SPOT_INTERRUPTION_BEHAVIORS = ("Stop", "Terminate")
+# ECS accepts an auto-release time from 30 minutes to 3 years ahead.
+MAX_TTL_HOURS = 3 * 365 * 24
+MAX_IDLE_STOP_MINUTES = 7 * 24 * 60
+UTC_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+SNAPSHOT_ID = re.compile(r"^s-[a-z0-9]+$")
+
 # A CIDR shorter than /8 covers so much of the internet that it counts as public.
 PUBLIC_PREFIX_MAX = 8
 
@@ -129,6 +159,14 @@ class Settings:
     """Outbound public bandwidth in Mbit/s."""
     allow_public_unauthenticated: bool
     """Opt-in to an unauthenticated API port open to the whole internet."""
+    api_key_sha256: str | None
+    """SHA-256 (hex) of the API key, or None for no authentication; the key itself is not kept."""
+    allow_model_management: bool
+    """Let authenticated clients pull, push, create, copy and delete models."""
+    allow_public_ssh: bool
+    """Opt-in to SSH open to the whole internet."""
+    allowed_origins: tuple[str, ...]
+    """Browser origins allowed to call the API (CORS)."""
     vpc_id: str | None
     """Existing VPC to use, or None to create one."""
     vswitch_id: str | None
@@ -149,11 +187,39 @@ class Settings:
     """Extra attempts per model after a failed or stalled pull."""
     data_disk_wait_seconds: int
     """Seconds the bootstrap waits for the model disk to be attached."""
+    spot: bool
+    """Run the instance as a spot instance (SpotAsPriceGo)."""
+    spot_interruption_behavior: str
+    """What ECS does to a reclaimed spot instance: Stop or Terminate."""
+    spot_fallback: bool
+    """Fall back to pay-as-you-go when no zone has spot stock."""
+    ttl_hours: int
+    """Hours from the first deployment until ECS releases the instance; 0 for never."""
+    ttl_renewed_at: str | None
+    """UTC time of the last `scripts/extend_ttl.py`; a new value restarts the time-to-live."""
+    idle_stop_minutes: int
+    """Idle minutes after which the instance stops itself in economical mode; 0 for never."""
+    keep_model_disk: bool
+    """Keep the model disk when the stack is destroyed, and re-attach it on the next deployment."""
+    data_disk_snapshot_id: str | None
+    """Snapshot to create the model disk from, or None for an empty disk."""
+    ecs_api_endpoint: str
+    """ECS API base URL the idle-stop script calls."""
+    instance_metadata_url: str
+    """Instance metadata service base URL the idle-stop script reads credentials from."""
 
     @property
     def is_public(self) -> bool:
         """Whether any allowed CIDR covers a large part of the internet."""
         return any(ipaddress.ip_network(cidr).prefixlen < PUBLIC_PREFIX_MAX for cidr in self.allowed_cidrs)
+
+    @property
+    def ssh_cidrs(self) -> tuple[str, ...]:
+        """Networks allowed to reach SSH: the public ones only with allowPublicSsh."""
+        if self.allow_public_ssh:
+            return self.allowed_cidrs
+        return tuple(cidr for cidr in self.allowed_cidrs
+                     if ipaddress.ip_network(cidr).prefixlen >= PUBLIC_PREFIX_MAX)
 
     @property
     def resource_prefix(self) -> str:
@@ -204,7 +270,14 @@ def read_config(config: Any, provider_config: Any) -> dict[str, Any]:
         values[key] = default if value is None else value
 
     values["region"] = provider_config.get("region") or os.environ.get("ALICLOUD_REGION", "")
+    values["apiKeyIsSecret"] = bool(values["apiKey"]) and _is_config_secret(config, "apiKey")
     return values
+
+
+def _is_config_secret(config: Any, key: str) -> bool:
+    from pulumi.runtime.config import is_config_secret  # noqa: PLC0415
+
+    return is_config_secret(config.full_key(key))
 
 
 def build_settings(values: Mapping[str, Any], *, project: str = PROJECT, stack: str = "dev") -> Settings:
@@ -317,9 +390,22 @@ def build_settings(values: Mapping[str, Any], *, project: str = PROJECT, stack: 
         if not _is_int(merged[key]) or not low <= merged[key] <= high:
             problem(key, f"must be a whole number from {low} to {high}", f"pulumi config set {key} {DEFAULTS[key]}")
 
-    for key in ("allowPublicUnauthenticated", "modelRegistryInsecure"):
+    api_key = merged["apiKey"] or None
+    _check_api_key(api_key, merged.get("apiKeyIsSecret", True), problem)
+
+    origins = merged["allowedOrigins"]
+    if not isinstance(origins, list) or not all(isinstance(o, str) and ORIGIN.match(o) for o in origins):
+        problem("allowedOrigins", "must be a list of origins such as https://chat.example.com, or *",
+                "pulumi config set --path 'allowedOrigins[0]' https://chat.example.com")
+    elif "*" in origins and api_key is None:
+        problem("allowedOrigins", "* lets every web page call the API; it is allowed only with an API key",
+                API_KEY_FIX)
+
+    for key in ("allowPublicUnauthenticated", "modelRegistryInsecure", "allowModelManagement", "allowPublicSsh"):
         if not isinstance(merged[key], bool):
             problem(key, "must be true or false", f"pulumi config set {key} false")
+
+    _check_lifecycle(merged, problem)
 
     if problems:
         raise SettingsError(problems)
@@ -341,6 +427,10 @@ def build_settings(values: Mapping[str, Any], *, project: str = PROJECT, stack: 
         ssh_public_key=ssh_key.strip(),
         internet_bandwidth_out=bandwidth,
         allow_public_unauthenticated=merged["allowPublicUnauthenticated"],
+        api_key_sha256=hashlib.sha256(api_key.encode()).hexdigest() if api_key else None,
+        allow_model_management=merged["allowModelManagement"],
+        allow_public_ssh=merged["allowPublicSsh"],
+        allowed_origins=tuple(origins),
         vpc_id=vpc_id,
         vswitch_id=vswitch_id,
         keep_alive=keep_alive,
@@ -351,6 +441,16 @@ def build_settings(values: Mapping[str, Any], *, project: str = PROJECT, stack: 
         pull_stall_seconds=merged["pullStallSeconds"],
         pull_retries=merged["pullRetries"],
         data_disk_wait_seconds=merged["dataDiskWaitSeconds"],
+        spot=merged["spot"],
+        spot_interruption_behavior=merged["spotInterruptionBehavior"],
+        spot_fallback=merged["spotFallback"],
+        ttl_hours=merged["ttlHours"],
+        ttl_renewed_at=merged["ttlRenewedAt"] or None,
+        idle_stop_minutes=merged["idleStopMinutes"],
+        keep_model_disk=merged["keepModelDisk"],
+        data_disk_snapshot_id=merged["dataDiskSnapshotId"] or None,
+        ecs_api_endpoint=(merged["ecsApiEndpoint"] or f"https://ecs.{region}.aliyuncs.com").rstrip("/"),
+        instance_metadata_url=merged["instanceMetadataUrl"].rstrip("/"),
     )
 
 
@@ -441,12 +541,68 @@ def _check_cidrs(merged: Mapping[str, Any], problem: Any) -> tuple[str, ...]:
         cidrs.append(str(network))
 
     public = [cidr for cidr in cidrs if ipaddress.ip_network(cidr).prefixlen < PUBLIC_PREFIX_MAX]
-    if public and merged["allowPublicUnauthenticated"] is not True:
+    if public and merged["allowPublicUnauthenticated"] is not True and not merged["apiKey"]:
         problem("allowedCidrs", f"{', '.join(public)} opens the unauthenticated Ollama API and SSH to the "
                 "internet; anyone could use the GPU and pull or delete models",
                 "restrict it to your network (pulumi config set --path 'allowedCidrs[0]' 203.0.113.7/32), "
+                f"set an API key ({API_KEY_FIX}), "
                 "or accept the risk: pulumi config set allowPublicUnauthenticated true")
     return tuple(cidrs)
+
+
+def _check_api_key(api_key: Any, is_secret: bool, problem: Any) -> None:
+    hidden = "<not shown>"
+    if api_key is None:
+        return
+    if not isinstance(api_key, str) or not API_KEY.match(api_key):
+        problem("apiKey", "must be printable ASCII without spaces", API_KEY_FIX, shown_value=hidden)
+    elif len(api_key) < MIN_API_KEY_LENGTH:
+        problem("apiKey", f"is {len(api_key)} characters; at least {MIN_API_KEY_LENGTH} random characters "
+                "are needed because its hash is readable in the user-data", API_KEY_FIX, shown_value=hidden)
+    if not is_secret:
+        problem("apiKey", "is stored in plain text in the stack file; store it encrypted", API_KEY_FIX,
+                shown_value=hidden)
+
+
+def _check_lifecycle(merged: Mapping[str, Any], problem: Any) -> None:
+    """Check the cost and lifecycle keys: spot, time-to-live, idle stop and the kept disk."""
+    for key in ("spot", "spotFallback", "keepModelDisk"):
+        if not isinstance(merged[key], bool):
+            problem(key, "must be true or false", f"pulumi config set {key} false")
+
+    if merged["spotInterruptionBehavior"] not in SPOT_INTERRUPTION_BEHAVIORS:
+        problem("spotInterruptionBehavior", f"must be one of {', '.join(SPOT_INTERRUPTION_BEHAVIORS)}",
+                "pulumi config set spotInterruptionBehavior Stop")
+
+    ttl_hours = merged["ttlHours"]
+    if not _is_int(ttl_hours) or not 0 <= ttl_hours <= MAX_TTL_HOURS:
+        problem("ttlHours", f"must be a whole number of hours from 1 to {MAX_TTL_HOURS} (3 years), "
+                "or 0 to never release the instance automatically", "pulumi config set ttlHours 8")
+
+    renewed_at = merged["ttlRenewedAt"]
+    if renewed_at and (not isinstance(renewed_at, str) or not UTC_TIMESTAMP.match(renewed_at)):
+        problem("ttlRenewedAt", "not a UTC time such as 2026-01-31T08:00:00Z",
+                "python scripts/extend_ttl.py   # or: pulumi config rm ttlRenewedAt")
+
+    idle_minutes = merged["idleStopMinutes"]
+    if not _is_int(idle_minutes) or not 0 <= idle_minutes <= MAX_IDLE_STOP_MINUTES:
+        problem("idleStopMinutes", f"must be a whole number of minutes from 1 to {MAX_IDLE_STOP_MINUTES}, "
+                "or 0 to never stop an idle instance", "pulumi config set idleStopMinutes 30")
+
+    snapshot = merged["dataDiskSnapshotId"]
+    if snapshot and (not isinstance(snapshot, str) or not SNAPSHOT_ID.match(snapshot)):
+        problem("dataDiskSnapshotId", "not a snapshot ID such as s-bp1...",
+                "pulumi config rm dataDiskSnapshotId   # start with an empty model disk")
+
+    endpoint = merged["ecsApiEndpoint"]
+    if endpoint and (not isinstance(endpoint, str) or not BASE_URL.match(endpoint)):
+        problem("ecsApiEndpoint", "not an http(s) URL such as https://ecs.cn-hangzhou.aliyuncs.com",
+                "pulumi config rm ecsApiEndpoint   # use the region's public endpoint")
+
+    metadata = merged["instanceMetadataUrl"]
+    if not isinstance(metadata, str) or not BASE_URL.match(metadata):
+        problem("instanceMetadataUrl", "not an http(s) URL such as http://100.100.100.200",
+                f"pulumi config set instanceMetadataUrl {DEFAULTS['instanceMetadataUrl']}")
 
 
 def _check_ssh_key(key: Any, problem: Any) -> None:

@@ -26,7 +26,12 @@ BOOTSTRAP_SCRIPT_PATH = "/opt/ollama-bootstrap/bootstrap.sh"
 BOOTSTRAP_ENV_PATH = "/etc/ollama-bootstrap/bootstrap.env"
 
 # Characters that mean the same inside double quotes to bash and to systemd.
-SAFE_VALUE = re.compile(r"^[A-Za-z0-9 ._:/@+=,%~-]*$")
+SAFE_VALUE = re.compile(r"^[A-Za-z0-9 ._:/@+=,%~*-]*$")
+
+# Without an API key Ollama serves the API port itself; with one, nginx takes the port
+# and Ollama moves to a loopback-only port behind it.
+PUBLIC_BIND = "0.0.0.0:11434"
+LOOPBACK_BIND = "127.0.0.1:11435"
 
 
 @dataclass(frozen=True)
@@ -59,10 +64,13 @@ def bootstrap_env(settings: Settings, data_disk_serial: str) -> str:
         "MODEL_REGISTRY_INSECURE": "true" if settings.model_registry_insecure else "false",
         "DATA_DISK_SERIAL": data_disk_serial,
         "DATA_DISK_WAIT_SECONDS": str(settings.data_disk_wait_seconds),
-        "OLLAMA_BIND": "0.0.0.0:11434",
+        "OLLAMA_BIND": LOOPBACK_BIND if settings.api_key_sha256 else PUBLIC_BIND,
         "OLLAMA_KEEP_ALIVE": settings.keep_alive,
         "PULL_STALL_SECONDS": str(settings.pull_stall_seconds),
         "PULL_RETRIES": str(settings.pull_retries),
+        "API_KEY_SHA256": settings.api_key_sha256 or "",
+        "ALLOW_MODEL_MANAGEMENT": "true" if settings.allow_model_management else "false",
+        "ALLOWED_ORIGINS": ",".join(settings.allowed_origins),
     }
     lines = ["# Written by cloud-init from the Pulumi stack settings; read by bootstrap.sh."]
     for key, value in values.items():
@@ -77,7 +85,10 @@ def instance_files(settings: Settings, data_disk_serial: str) -> list[InstanceFi
     return [
         InstanceFile(BOOTSTRAP_ENV_PATH, bootstrap_env(settings, data_disk_serial), "0600"),
         InstanceFile(BOOTSTRAP_SCRIPT_PATH, read_bootstrap_file("bootstrap.sh"), "0755", compress=True),
+        InstanceFile("/opt/ollama-bootstrap/ollama-auth.py", read_bootstrap_file("ollama-auth.py"), "0755",
+                     compress=True),
         InstanceFile("/etc/systemd/system/ollama.service", read_bootstrap_file("ollama.service"), "0644"),
+        InstanceFile("/etc/systemd/system/ollama-auth.service", read_bootstrap_file("ollama-auth.service"), "0644"),
         InstanceFile(
             "/etc/systemd/system/ollama-bootstrap.service",
             read_bootstrap_file("ollama-bootstrap.service"),
@@ -107,6 +118,8 @@ def render_user_data(settings: Settings, data_disk_serial: str) -> str:
         write_files.append(entry)
 
     document = {
+        # Key pairs only: no SSH password login, whatever the image's default.
+        "ssh_pwauth": False,
         "write_files": write_files,
         "runcmd": [
             ["systemctl", "daemon-reload"],

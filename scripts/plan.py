@@ -32,6 +32,10 @@ PROJECT = "ollama-alicloud"
 MOCK_PUBLIC_IP = "203.0.113.10"
 MOCK_ZONES = ("cn-hangzhou-i", "cn-hangzhou-j")
 MOCK_IMAGE_ID = "m-mockalinux3image"
+# Keys the plan treats as `pulumi config set --secret` values.
+SECRET_KEYS = {f"{PROJECT}:apiKey"}
+# Stands in for an encrypted value from a stack file, which the plan cannot decrypt.
+SECRET_PLACEHOLDER = "plan-placeholder-for-an-encrypted-secret-value-0000"
 
 logger = logging.getLogger("plan")
 
@@ -129,8 +133,15 @@ def run_program(config: dict[str, Any], stack: str = "dev", zones: tuple[str, ..
     from pulumi.runtime.stack import run_pulumi_func  # noqa: PLC0415
 
     result = PlanResult()
-    # Pulumi stores config values as strings; lists and maps as JSON.
-    set_all_config({key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()})
+    secret_keys = set(SECRET_KEYS)
+    strings = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and "secure" in value:
+            value = SECRET_PLACEHOLDER
+            secret_keys.add(key)
+        # Pulumi stores config values as strings; lists and maps as JSON.
+        strings[key] = value if isinstance(value, str) else json.dumps(value)
+    set_all_config(strings, sorted(secret_keys))
     set_mocks(PlanMocks(result, zones, images), project=PROJECT, stack=stack, preview=False)
     runtime_settings.SETTINGS.rpc_manager.clear()
 
@@ -155,6 +166,11 @@ def run_program(config: dict[str, Any], stack: str = "dev", zones: tuple[str, ..
 
     result.exports = _sync_await(resolve_exports())
     return result
+
+
+def plan_stack(stack: str = "dev", mock_zones: tuple[str, ...] = MOCK_ZONES, **overrides: Any) -> PlanResult:
+    """Run the program under mocks with a stack's config plus overrides (project-namespace keys)."""
+    return run_program(load_stack_config(stack, overrides), stack=stack, zones=mock_zones)
 
 
 def decode_write_files(user_data: str) -> dict[str, str]:

@@ -6,7 +6,7 @@ import pulumi
 import pytest
 
 from components.settings import DEFAULTS
-from conftest import plan
+from scripts.plan import plan_stack as plan
 
 INSTANCE = "alicloud:ecs/instance:Instance"
 DISK = "alicloud:ecs/ecsDisk:EcsDisk"

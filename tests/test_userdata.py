@@ -18,13 +18,13 @@ from components.userdata import (
     bootstrap_env,
     render_user_data,
 )
-from conftest import plan
+from scripts.plan import plan_stack as plan
 from scripts.plan import decode_write_files
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ("dev", "prod")
 # Top-level keys this user-data may use; cloud-init 22.4's schema accepts misspelled ones.
-ALLOWED_TOP_LEVEL_KEYS = {"write_files", "runcmd"}
+ALLOWED_TOP_LEVEL_KEYS = {"ssh_pwauth", "write_files", "runcmd"}
 
 
 def require_tool(name: str) -> str:
@@ -87,7 +87,9 @@ def test_user_data_files_and_modes() -> None:
     assert modes == {
         "/etc/ollama-bootstrap/bootstrap.env": "0600",
         "/opt/ollama-bootstrap/bootstrap.sh": "0755",
+        "/opt/ollama-bootstrap/ollama-auth.py": "0755",
         "/etc/systemd/system/ollama.service": "0644",
+        "/etc/systemd/system/ollama-auth.service": "0644",
         "/etc/systemd/system/ollama-bootstrap.service": "0644",
     }
     files = decode_write_files(user_data_of("dev"))

@@ -15,16 +15,19 @@ STATE_DIR=${BOOTSTRAP_STATE_DIR:-/var/lib/ollama-bootstrap}
 LOG_FILE=${BOOTSTRAP_LOG:-/var/log/ollama-bootstrap.log}
 DATA_DIR=/data
 MODELS_DIR=$DATA_DIR/ollama/models
-OLLAMA_API=http://127.0.0.1:11434
 RUN_DIR=$STATE_DIR/run
 STATUS_FILE=$STATE_DIR/status.json
-PHASES=(packages driver disk ollama pull gpu preload)
+PHASES=(packages driver disk ollama proxy pull gpu preload)
+AUTH_HASH_FILE=/etc/ollama-bootstrap/api-key.sha256
 
 # shellcheck source=/dev/null
 source "$CONFIG"
 : "${OLLAMA_VERSION:?} ${OLLAMA_BASE_URL:?} ${DRIVER_VERSION:?} ${DRIVER_BASE_URL:?} ${MODELS:?}"
 : "${DATA_DISK_SERIAL?} ${DATA_DISK_WAIT_SECONDS:?} ${OLLAMA_BIND:?} ${OLLAMA_KEEP_ALIVE:?}"
 : "${MODEL_REGISTRY?} ${MODEL_REGISTRY_INSECURE:?} ${PULL_STALL_SECONDS:?} ${PULL_RETRIES:?}"
+: "${API_KEY_SHA256?} ${ALLOW_MODEL_MANAGEMENT:?} ${ALLOWED_ORIGINS?}"
+# The bootstrap talks to Ollama directly on loopback, never through the proxy.
+OLLAMA_API=http://127.0.0.1:${OLLAMA_BIND##*:}
 
 log() {
   printf '%s %s\n' "$(date -u +%FT%TZ)" "$*" >&2
@@ -149,10 +152,14 @@ install_packages() {
     return 0
   fi
 
+  local proxy_packages=()
+  [[ -z $API_KEY_SHA256 ]] || proxy_packages=(nginx python3)
+
   if command -v dnf > /dev/null; then
     # Build the driver against this kernel's headers exactly: a plain kernel-devel
     # can bring a newer kernel's headers.
-    dnf install -y "kernel-devel-$kernel" gcc make elfutils-libelf-devel tar zstd curl jq util-linux
+    dnf install -y "kernel-devel-$kernel" gcc make elfutils-libelf-devel tar zstd curl jq util-linux \
+      "${proxy_packages[@]}"
     # NOTE: unverified which Alibaba Cloud Linux 3 repository carries dkms; without
     # it the driver is built for this kernel only, and a later boot on a new kernel
     # rebuilds it because nvidia-smi fails there.
@@ -161,7 +168,7 @@ install_packages() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
     apt-get install -y --no-install-recommends "linux-headers-$kernel" build-essential dkms \
-      ca-certificates curl jq zstd tar util-linux
+      ca-certificates curl jq zstd tar util-linux "${proxy_packages[@]}"
   else
     die "neither dnf nor apt-get found; supported: Alibaba Cloud Linux 3, Ubuntu 22.04/24.04"
   fi
@@ -296,6 +303,84 @@ RequiresMountsFor=$DATA_DIR
 Environment="OLLAMA_HOST=$OLLAMA_BIND"
 Environment="OLLAMA_MODELS=$MODELS_DIR"
 Environment="OLLAMA_KEEP_ALIVE=$OLLAMA_KEEP_ALIVE"
+Environment="OLLAMA_ORIGINS=$ALLOWED_ORIGINS"
+EOF
+}
+
+# With an API key, nginx serves port 11434 and asks ollama-auth.py about every request,
+# while Ollama listens on loopback only. Without a key, Ollama serves 11434 directly.
+configure_proxy() {
+  if [[ -z $API_KEY_SHA256 ]]; then
+    rm -f /etc/nginx/conf.d/ollama.conf
+    if systemctl is-enabled --quiet ollama-auth.service 2> /dev/null; then
+      systemctl disable --now ollama-auth.service
+    fi
+    log "no API key configured: Ollama serves $OLLAMA_BIND without authentication"
+    return 0
+  fi
+
+  printf '%s\n' "$API_KEY_SHA256" > "$AUTH_HASH_FILE"
+  chmod 0644 "$AUTH_HASH_FILE"
+  write_nginx_config > /etc/nginx/conf.d/ollama.conf
+  # On SELinux systems nginx may not connect to local ports by default.
+  if command -v getenforce > /dev/null && [[ $(getenforce) == Enforcing ]]; then
+    setsebool -P httpd_can_network_connect 1
+  fi
+  nginx -t
+  systemctl daemon-reload
+  systemctl enable ollama-auth.service nginx.service
+  systemctl restart ollama-auth.service nginx.service
+}
+
+write_nginx_config() {
+  local management="return 403;"
+  if [[ $ALLOW_MODEL_MANAGEMENT == true ]]; then
+    management="auth_request /_auth; proxy_pass http://ollama;"
+  fi
+  cat << EOF
+# Written by ollama-bootstrap: the authenticated front of Ollama on port 11434.
+upstream ollama {
+    server $OLLAMA_BIND;
+    keepalive 16;
+}
+
+server {
+    listen 11434;
+
+    # Chat requests may carry images, and generations may run for many minutes.
+    client_max_body_size 1g;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host \$host;
+    proxy_read_timeout 1h;
+    proxy_send_timeout 1h;
+    # Streamed tokens must reach the client as they are produced.
+    proxy_buffering off;
+    proxy_request_buffering off;
+
+    location = /_auth {
+        internal;
+        proxy_pass http://127.0.0.1:11436;
+        proxy_pass_request_body off;
+        proxy_set_header Content-Length "";
+        proxy_set_header X-Original-Method \$request_method;
+        proxy_set_header X-Original-URI \$request_uri;
+        proxy_set_header X-Real-IP \$remote_addr;
+    }
+
+    # Model management stays closed unless allowModelManagement is set.
+    location ~ ^/api/(pull|push|create|copy|delete)\$ {
+        $management
+    }
+    location ^~ /api/blobs/ {
+        $management
+    }
+
+    location / {
+        auth_request /_auth;
+        proxy_pass http://ollama;
+    }
+}
 EOF
 }
 
@@ -475,6 +560,9 @@ main() {
       run_phase ollama install_ollama
     fi
     if phase_ok ollama; then
+      run_phase proxy configure_proxy
+    fi
+    if phase_ok proxy; then
       run_phase pull pull_models
     fi
     wait "$driver_pid"
