@@ -37,6 +37,7 @@ EXIT_CODES_HELP = {
 }
 
 DEFAULT_API_KEY_ENV = "OLLAMA_API_KEY"
+DEFAULT_API_KEY_CONFIG = "apiKey"
 
 
 def exit_codes_epilog(codes: dict[int, str]) -> str:
@@ -81,17 +82,18 @@ def add_ssh_args(parser: argparse.ArgumentParser) -> None:
 def add_endpoint_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("endpoint")
     group.add_argument("--url", help="Ollama base URL, e.g. http://127.0.0.1:11434 "
-                                     "(default: the stack's ollamaUrl output)")
+                                     "(default: the stack's endpoint output)")
     group.add_argument("--tunnel", action="store_true",
                        help="reach the API through an SSH tunnel to the instance's port 11434, "
                             "for a stack whose API port is closed to the internet")
     group.add_argument("--remote-port", type=int, default=11434,
                        help="Ollama port on the instance, used with --tunnel (default: %(default)s)")
     group.add_argument("--api-key-env", default=DEFAULT_API_KEY_ENV, metavar="NAME",
-                       help="environment variable that holds a Bearer token for an authenticating "
-                            "proxy; ignored when unset (default: %(default)s)")
-    group.add_argument("--api-key-from-pulumi", metavar="KEY",
-                       help="read the Bearer token with `pulumi config get KEY` (e.g. apiKey)")
+                       help="environment variable that holds the API key, sent as a Bearer token; "
+                            "ignored when unset (default: %(default)s)")
+    group.add_argument("--api-key-config", default=DEFAULT_API_KEY_CONFIG, metavar="KEY",
+                       help="when the environment variable is unset and --url is not given, read the "
+                            "API key with `pulumi config get KEY`; empty disables (default: %(default)s)")
 
 
 def backoff_from_args(args: argparse.Namespace) -> ssh.Backoff:
@@ -116,10 +118,16 @@ def ssh_target_from_args(args: argparse.Namespace) -> ssh.SSHTarget:
 
 
 def api_key_from_args(args: argparse.Namespace) -> str | None:
-    """Return the Bearer token from the named environment variable or Pulumi config, if any."""
-    if args.api_key_from_pulumi:
-        return stack.config_secret(args.api_key_from_pulumi, args.stack) or None
-    return os.environ.get(args.api_key_env) or None
+    """Return the API key from the environment, else from the stack's config, else None.
+
+    The stack is asked only when the endpoint comes from it, so --url never runs pulumi.
+    """
+    from_env = os.environ.get(args.api_key_env)
+    if from_env:
+        return from_env
+    if args.url or not args.api_key_config:
+        return None
+    return stack.config_secret(args.api_key_config, args.stack)
 
 
 @contextlib.contextmanager
@@ -133,10 +141,7 @@ def open_endpoint(args: argparse.Namespace, timeout: float) -> Iterator[Endpoint
         url = args.url
         if not url:
             data = stack.outputs(args.stack)
-            try:
-                url = str(stack.pick(data, stack.OLLAMA_URL_KEYS, "Ollama URL"))
-            except stack.StackError:
-                url = f"http://{stack.pick(data, stack.PUBLIC_IP_KEYS, 'public IP')}:11434"
+            url = str(stack.pick(data, stack.OLLAMA_URL_KEYS, "Ollama URL"))
         yield Endpoint(url=url.rstrip("/"), api_key=api_key)
         return
 

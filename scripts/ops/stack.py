@@ -13,10 +13,9 @@ log = logging.getLogger(__name__)
 # The Pulumi project (Pulumi.yaml) sits at the repository root, one level above scripts/.
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
-# Output names tried in order. NOTE: the program's exports were not final when these
-# scripts were written; keep this list in step with __main__.py.
-PUBLIC_IP_KEYS = ("publicIp", "public_ip", "instancePublicIp")
-OLLAMA_URL_KEYS = ("ollamaUrl", "ollama_url", "endpoint")
+# Output names that __main__.py exports, tried in order; keep them in step with it.
+PUBLIC_IP_KEYS = ("publicIp",)
+OLLAMA_URL_KEYS = ("endpoint",)
 MODELS_KEYS = ("models",)
 
 
@@ -67,6 +66,15 @@ def pick(data: dict[str, Any], keys: tuple[str, ...], what: str) -> Any:
                      f"run `pulumi up` first, or pass it on the command line")
 
 
-def config_secret(key: str, stack: str | None) -> str:
-    """Return a config value in plain text (`pulumi config get` decrypts secrets). Never log it."""
-    return _pulumi(["config", "get", key], stack).rstrip("\n")
+def config_secret(key: str, stack: str | None) -> str | None:
+    """Return a config value in plain text (`pulumi config get` decrypts secrets), None when unset.
+
+    Never log the value.
+    """
+    try:
+        return _pulumi(["config", "get", key], stack).rstrip("\n") or None
+    except StackError as exc:
+        # pulumi prints "configuration key 'KEY' not found for stack 'NAME'" for an unset key.
+        if "configuration key" in str(exc) and "not found" in str(exc):
+            return None
+        raise

@@ -1,0 +1,86 @@
+"""tunnel.py through a real sshd to the stand-in server, and --help of every script."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+import tunnel
+from ops import cli, ssh
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tunnel_argv(sshd, keys, tmp_path, local_port, remote_port):
+    return ["--host", "127.0.0.1", "--port", str(sshd.port), "--identity", str(keys.client),
+            "--known-hosts", str(tmp_path / "known_hosts"), "--local-port", str(local_port),
+            "--remote-port", str(remote_port), "--timeout", "10", "--retry-initial", "0.1"]
+
+
+def test_forwards_api_over_ssh(start_standin, sshd, keys, tmp_path):
+    server = start_standin(version="1.2.3")
+    sshd.start(keys.host_a)
+    local_port = free_port()
+    stop = threading.Event()
+    result: list[int] = []
+    runner = threading.Thread(target=lambda: result.append(
+        tunnel.main(tunnel_argv(sshd, keys, tmp_path, local_port, server.port), stop=stop)))
+    runner.start()
+
+    try:
+        assert ssh.wait_for_port("127.0.0.1", local_port, timeout=10), "tunnel did not listen"
+        version = httpx.get(f"http://127.0.0.1:{local_port}/api/version").json()
+        tags = [httpx.get(f"http://127.0.0.1:{local_port}/api/tags").status_code for _ in range(3)]
+    finally:
+        stop.set()
+        runner.join(timeout=10)
+
+    assert version == {"version": "1.2.3"}
+    assert tags == [200, 200, 200]
+    assert result == [cli.EXIT_OK]
+
+
+def test_local_port_in_use_fails(start_standin, sshd, keys, tmp_path):
+    server = start_standin()
+    sshd.start(keys.host_a)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+
+        code = tunnel.main(tunnel_argv(sshd, keys, tmp_path, port, server.port), stop=threading.Event())
+
+    assert code == cli.EXIT_FAILED
+
+
+def test_duration_ends_tunnel(start_standin, sshd, keys, tmp_path):
+    server = start_standin()
+    sshd.start(keys.host_a)
+
+    code = tunnel.main([*tunnel_argv(sshd, keys, tmp_path, 0, server.port), "--duration", "0.5"],
+                       stop=threading.Event())
+
+    assert code == cli.EXIT_OK
+
+
+@pytest.mark.parametrize("script", ["wait_ready.py", "smoke_test.py", "bench.py", "tunnel.py"])
+def test_script_help_runs(script):
+    """Every script must print its help (with units and exit codes) without a stack or network."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--help"],
+                            capture_output=True, text=True, timeout=60, check=False, cwd="/")
+
+    assert result.returncode == 0, result.stderr
+    assert "exit codes:" in result.stdout
+    assert "seconds" in result.stdout
