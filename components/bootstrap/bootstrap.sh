@@ -28,6 +28,9 @@ source "$CONFIG"
 : "${API_KEY_SHA256?} ${ALLOW_MODEL_MANAGEMENT:?} ${ALLOWED_ORIGINS?}"
 # The bootstrap talks to Ollama directly on loopback, never through the proxy.
 OLLAMA_API=http://127.0.0.1:${OLLAMA_BIND##*:}
+# Ports of the proxy and of ollama-auth.service; tests override them.
+PROXY_PORT=${PROXY_PORT:-11434}
+AUTH_PORT=${AUTH_PORT:-11436}
 
 log() {
   printf '%s %s\n' "$(date -u +%FT%TZ)" "$*" >&2
@@ -345,7 +348,7 @@ upstream ollama {
 }
 
 server {
-    listen 11434;
+    listen $PROXY_PORT;
 
     # Chat requests may carry images, and generations may run for many minutes.
     client_max_body_size 1g;
@@ -360,7 +363,7 @@ server {
 
     location = /_auth {
         internal;
-        proxy_pass http://127.0.0.1:11436;
+        proxy_pass http://127.0.0.1:$AUTH_PORT;
         proxy_pass_request_body off;
         proxy_set_header Content-Length "";
         proxy_set_header X-Original-Method \$request_method;
@@ -582,4 +585,7 @@ main() {
   fi
 }
 
-main "$@"
+# Sourcing the script (as the proxy tests do) defines the functions without running.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+  main "$@"
+fi
