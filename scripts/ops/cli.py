@@ -120,12 +120,14 @@ def ssh_target_from_args(args: argparse.Namespace) -> ssh.SSHTarget:
 def api_key_from_args(args: argparse.Namespace) -> str | None:
     """Return the API key from the environment, else from the stack's config, else None.
 
-    The stack is asked only when the endpoint comes from it, so --url never runs pulumi.
+    The stack is asked only when the endpoint comes from it, so --url, or --tunnel with
+    --host, never runs pulumi.
     """
     from_env = os.environ.get(args.api_key_env)
     if from_env:
         return from_env
-    if args.url or not args.api_key_config:
+    endpoint_from_stack = not args.url and not (args.tunnel and args.host)
+    if not endpoint_from_stack or not args.api_key_config:
         return None
     return stack.config_secret(args.api_key_config, args.stack)
 
