@@ -5,7 +5,7 @@ For each model, runs a fixed prompt set N times through /api/chat and reports, f
 Ollama's own timings: eval rate (eval_count / eval_duration), prompt eval rate, load
 duration and total duration. Prints a table, writes every run to CSV or JSON and
 draws a PNG. Each model's decode rate is also shown as a share of the limit that
-memory bandwidth sets: every generated token reads all weights once, so a GPU with
+memory bandwidth sets. Every generated token reads all weights once, so a GPU with
 B GB/s cannot decode a model of S GB faster than B / S tokens/s.
 """
 
@@ -37,8 +37,8 @@ log = logging.getLogger("bench")
 # NVIDIA A10 memory bandwidth (NVIDIA A10 datasheet: 600 GB/s).
 A10_BANDWIDTH_GBPS = 600.0
 
-# Fixed prompts, so runs on different days and deployments compare. Each asks for a
-# long answer, so num_predict, not the model, decides when decoding stops.
+# Fixed prompts, so runs on different days and deployments compare. Each requests a
+# long reply, so num_predict, not the model, decides when decoding stops.
 DEFAULT_PROMPTS = (
     "Explain how a transformer language model generates text, step by step, in detail.",
     "Write a detailed guide to setting up a reproducible Python project with tests and CI.",

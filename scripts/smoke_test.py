@@ -4,7 +4,7 @@
 Checks, in order: /api/version, the expected models in /api/tags, one streamed and
 one non-streamed /api/chat, an OpenAI-style /v1/chat/completions, and /api/ps
 showing the model wholly in VRAM. A model that runs partly or wholly on the CPU
-fails the test: it answers, but an order of magnitude slower.
+fails the test, because it still replies, only several times slower.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class CheckFailed(Exception):
 
 
 class Unreachable(Exception):
-    """The endpoint did not answer at all; later checks are skipped."""
+    """The endpoint sent no response at all, so later checks are skipped."""
 
 
 @dataclass

@@ -34,7 +34,7 @@ LOG_PATH = "/var/log/ollama-bootstrap.log"
 PHASE_ORDER = ("disk", "packages", "driver", "ollama", "pull", "gpu", "preload")
 
 # One round trip per poll: the instance's clock and boot time, then the status file.
-# The boot time tells a status file left by an earlier boot from this boot's run.
+# The boot time separates a status file left by an earlier boot from this boot's run.
 POLL_COMMAND = ("printf '%s %s\\n' \"$(date +%s)\" \"$(awk '/^btime/ {{print $2}}' /proc/stat)\"; "
                 "cat {status} 2>/dev/null || true")
 LOG_TAIL_COMMAND = "tail -n {lines} {log} 2>&1"

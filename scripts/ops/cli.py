@@ -51,7 +51,7 @@ def setup_logging(verbose: bool) -> None:
     if not any(isinstance(handler, RichHandler) for handler in root.handlers):
         root.addHandler(RichHandler(console=Console(stderr=True), show_path=False, show_time=False))
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    # paramiko logs every failed handshake at ERROR while sshd starts; our retries say enough.
+    # paramiko logs every failed handshake at ERROR while sshd starts; the retry messages cover it.
     logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
     logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
 

@@ -2,8 +2,8 @@
 
 A new instance refuses connections, drops them or stalls before the SSH banner for
 about a minute while it boots, so `connect` retries those errors with backoff under
-one deadline. Host keys are trusted on first use and recorded in a file per stack; a
-key that differs from the record is rejected, never replaced silently.
+one deadline. Host keys are trusted on first use and recorded in a file per stack. A
+key that differs from the record is rejected and never replaced silently.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import paramiko
 log = logging.getLogger(__name__)
 
 # Authentication can fail for a few seconds on a new instance, until cloud-init has
-# written the key pair's public key; after this many failures the key is wrong.
+# written the key pair's public key. After this many failures the key is wrong.
 AUTH_FAILURES_BEFORE_GIVING_UP = 3
 
 
@@ -45,7 +45,7 @@ class HostKeyChanged(SSHError):
 
 @dataclass(frozen=True)
 class SSHTarget:
-    """Where and how to log in."""
+    """SSH login details: address, user, key and the host-key record."""
 
     host: str
     port: int = 22

@@ -35,7 +35,7 @@ def test_gpu_model_passes(start_standin, capsys):
 
 
 def test_cpu_model_fails(start_standin, capsys):
-    """A model Ollama loaded on the CPU answers chats, but must fail the smoke test."""
+    """A model that Ollama loaded on the CPU still replies to chats, but must fail the smoke test."""
     server = pulled(start_standin(gpu="off"))
 
     code = smoke_test.main(["--url", server.url, "--model", "qwen3:8b"])
