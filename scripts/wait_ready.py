@@ -31,7 +31,7 @@ log = logging.getLogger("wait_ready")
 
 STATUS_PATH = "/var/lib/ollama-bootstrap/status.json"
 LOG_PATH = "/var/log/ollama-bootstrap.log"
-PHASE_ORDER = ("disk", "packages", "driver", "ollama", "pull", "gpu", "preload")
+PHASE_ORDER = ("packages", "driver", "disk", "ollama", "pull", "gpu", "preload")
 
 # One round trip per poll: the instance's clock and boot time, then the status file.
 # The boot time separates a status file left by an earlier boot from this boot's run.
@@ -81,6 +81,14 @@ def parse_poll(output: str) -> Snapshot:
     return Snapshot(remote_now=float(numbers[0]), boot_time=float(numbers[1]), status=status)
 
 
+def phase_names(phases: dict) -> list[str]:
+    """Return phase names in the order they started; phases not started yet go last, in PHASE_ORDER."""
+    def key(name: str) -> tuple[float, int]:
+        start = (phases[name] or {}).get("start") or float("inf")
+        return (start, PHASE_ORDER.index(name) if name in PHASE_ORDER else len(PHASE_ORDER))
+    return sorted(phases, key=key)
+
+
 def format_seconds(seconds: float) -> str:
     seconds = max(0, int(seconds))
     minutes, secs = divmod(seconds, 60)
@@ -95,7 +103,7 @@ class PhaseLog:
     seen: dict[str, str] = field(default_factory=dict)
 
     def update(self, phases: dict) -> None:
-        for name in sorted(phases, key=lambda n: PHASE_ORDER.index(n) if n in PHASE_ORDER else 99):
+        for name in phase_names(phases):
             info = phases[name] or {}
             state = info.get("state", "?")
             if self.seen.get(name) == state:
@@ -113,7 +121,7 @@ def phase_table(status: dict) -> Table:
     table.add_column("state")
     table.add_column("duration", justify="right")
     phases = status.get("phases") or {}
-    for name in sorted(phases, key=lambda n: PHASE_ORDER.index(n) if n in PHASE_ORDER else 99):
+    for name in phase_names(phases):
         info = phases[name] or {}
         duration = ""
         if info.get("start") and info.get("end"):
