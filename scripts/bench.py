@@ -153,7 +153,7 @@ def summary_table(summaries: list[Summary], bandwidth_gbps: float) -> Table:
     table = Table(title=f"Benchmark (bandwidth limit at {bandwidth_gbps:g} GB/s)")
     for name in ("model", "size GB", "eval tok/s", "min–max", "prompt tok/s", "first load s",
                  "warm load s", "total s", "limit tok/s", "% of limit", "reloads"):
-        table.add_column(name, justify="left" if name == "model" else "right")
+        table.add_column(name, justify="left" if name == "model" else "right", no_wrap=name == "model")
     for s in summaries:
         table.add_row(
             s.model, f"{s.size_bytes / 1e9:.2f}", f"{s.eval_rate_mean_tps:.2f}",

@@ -52,6 +52,13 @@ class Outcome:
     detail: str
 
 
+def format_bytes(size: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
 def rate(eval_count: int | None, eval_duration_ns: int | None) -> str:
     if not eval_count or not eval_duration_ns:
         return "no timings"
@@ -129,7 +136,7 @@ class SmokeTest:
         if share < 1:
             raise CheckFailed(f"{self.model} is only {share:.0%} in VRAM ({process.size_vram} of {process.size} "
                               f"bytes), the rest runs on the CPU: pick a smaller model or a GPU with more memory")
-        return f"{self.model} 100% in VRAM ({process.size_vram / 2**30:.1f} GiB)"
+        return f"{self.model} 100% in VRAM ({format_bytes(process.size_vram)})"
 
     def checks(self) -> list[tuple[str, Callable[[], str]]]:
         return [
