@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -50,6 +53,46 @@ def test_forwards_api_over_ssh(start_standin, sshd, keys, tmp_path):
     assert version == {"version": "1.2.3"}
     assert tags == [200, 200, 200]
     assert result == [cli.EXIT_OK]
+
+
+def session_processes(sshd) -> list[int]:
+    """Return the PIDs of the per-connection children of this test's sshd."""
+    pid = sshd.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children]
+
+
+def test_reconnects_after_session_drop(start_standin, sshd, keys, tmp_path):
+    """A dropped SSH session must not leave a dead local port: the tunnel reconnects on it."""
+    server = start_standin(version="1.2.3")
+    sshd.start(keys.host_a)
+    local_port = free_port()
+    stop = threading.Event()
+    runner = threading.Thread(target=tunnel.main, args=(tunnel_argv(sshd, keys, tmp_path, local_port, server.port),),
+                              kwargs={"stop": stop})
+    runner.start()
+
+    try:
+        assert ssh.wait_for_port("127.0.0.1", local_port, timeout=10), "tunnel did not listen"
+        before = httpx.get(f"http://127.0.0.1:{local_port}/api/version").status_code
+        dropped = session_processes(sshd)
+        for pid in dropped:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                after = httpx.get(f"http://127.0.0.1:{local_port}/api/version", timeout=2).json()
+                break
+            except (httpx.TransportError, ValueError):
+                assert time.monotonic() < deadline, "tunnel did not come back within 10 s"
+                time.sleep(0.2)
+    finally:
+        stop.set()
+        runner.join(timeout=10)
+
+    assert before == 200
+    assert dropped, "expected an sshd session process to kill"
+    assert after == {"version": "1.2.3"}
 
 
 def test_local_port_in_use_fails(start_standin, sshd, keys, tmp_path):
