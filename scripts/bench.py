@@ -270,10 +270,12 @@ def bench(endpoint: Endpoint, args: argparse.Namespace, console: Console) -> int
             "runs_per_model": args.runs, "num_predict": args.num_predict, "keep_alive": args.keep_alive,
             "prompts": prompts}
     written = write_results(output, runs, summaries, meta)
-    plot_path = args.plot or output.with_suffix(".png")
-    plot(plot_path, summaries, runs, args.bandwidth, f"{endpoint.url}, {stamp}, {args.runs} runs x {len(prompts)} "
-                                                     f"prompts, num_predict {args.num_predict}")
-    for path in [*written, plot_path]:
+    if not args.no_plot:
+        plot_path = args.plot or output.with_suffix(".png")
+        plot(plot_path, summaries, runs, args.bandwidth, f"{endpoint.url}, {stamp}, {args.runs} runs x "
+                                                         f"{len(prompts)} prompts, num_predict {args.num_predict}")
+        written.append(plot_path)
+    for path in written:
         console.print(f"wrote {path}")
     return cli.EXIT_OK
 
@@ -304,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path,
                         help="results file, .csv (plus NAME-summary.csv) or .json (default: bench-UTCTIME.csv)")
     parser.add_argument("--plot", type=Path, help="PNG chart (default: the results file with .png)")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="seconds per request; a cold model loads from disk first (default: %(default)s)")
     return parser

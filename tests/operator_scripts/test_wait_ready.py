@@ -47,7 +47,7 @@ def test_retries_until_sshd_listens(sshd, keys, remote, tmp_path, caplog, capsys
     """sshd is down for the first seconds of a new instance; wait_ready must retry, not fail."""
     write_status(remote.status, state="ready", phase="ready")
     known_hosts = tmp_path / "known_hosts"
-    starter = threading.Timer(1.0, sshd.start, args=(keys.host_a,))
+    starter = threading.Timer(0.5, sshd.start, args=(keys.host_a,))
     starter.start()
     caplog.set_level(logging.INFO)
 
@@ -63,19 +63,29 @@ def test_retries_until_sshd_listens(sshd, keys, remote, tmp_path, caplog, capsys
     assert f"[127.0.0.1]:{sshd.port} ssh-ed25519 " in known_hosts.read_text()
 
 
-def test_progress_until_ready(sshd, keys, remote, tmp_path, caplog, capsys):
-    write_status(remote.status, bytes_pulled=1_000, bytes_total=20_000)
+def test_progress_until_ready(sshd, keys, remote, tmp_path, caplog, capsys, monkeypatch):
+    """Each poll must reach the display with phase and bytes, and phase changes must be logged."""
+    write_status(remote.status, bytes_pulled=1_000, bytes_total=20_000,
+                 phases={"pull": {"state": "running", "start": time.time() - 5, "end": None}})
     sshd.start(keys.host_a)
     caplog.set_level(logging.INFO)
+    shown: list[tuple[str, int, int]] = []
+    first_poll = threading.Event()
+    original_show = wait_ready.Display.show
+
+    def record_show(self, description, snapshot):
+        status = (snapshot.status if snapshot else None) or {}
+        shown.append((description, status.get("bytes_pulled", 0), status.get("bytes_total", 0)))
+        first_poll.set()
+        original_show(self, description, snapshot)
 
     def finish():
-        write_status(remote.status, bytes_pulled=20_000, bytes_total=20_000,
-                     phases={"pull": {"state": "running", "start": time.time() - 5, "end": None}})
-        time.sleep(0.4)
+        first_poll.wait(timeout=10)
         write_status(remote.status, state="ready", phase="ready", bytes_pulled=20_000, bytes_total=20_000,
                      phases={"pull": {"state": "done", "start": time.time() - 5, "end": time.time()}})
 
-    updater = threading.Timer(0.5, finish)
+    monkeypatch.setattr(wait_ready.Display, "show", record_show)
+    updater = threading.Thread(target=finish)
     updater.start()
     code = wait_ready.main(argv(sshd, keys, remote, tmp_path / "known_hosts"))
     updater.join()
@@ -83,6 +93,8 @@ def test_progress_until_ready(sshd, keys, remote, tmp_path, caplog, capsys):
     messages = [r.getMessage() for r in caplog.records]
 
     assert code == cli.EXIT_OK
+    assert ("pull", 1_000, 20_000) in shown
+    assert ("ready", 20_000, 20_000) in shown
     assert "Ready after" in out
     assert "deepseek-r1:32b" in out
     assert "phase pull: running" in messages
@@ -147,7 +159,7 @@ def test_changed_key_not_rerecorded(sshd, keys, remote, tmp_path):
 def test_timeout_when_sshd_never_starts(sshd, keys, remote, tmp_path):
     started = time.monotonic()
 
-    code = wait_ready.main(argv(sshd, keys, remote, tmp_path / "known_hosts", timeout=1.0))
+    code = wait_ready.main(argv(sshd, keys, remote, tmp_path / "known_hosts", timeout=0.5))
 
     assert code == cli.EXIT_TIMEOUT
     assert time.monotonic() - started < 5
@@ -158,7 +170,7 @@ def test_status_from_earlier_boot_is_not_ready(sshd, keys, remote, tmp_path, cap
     write_status(remote.status, state="ready", phase="ready", started_at=1_000_000.0)
     sshd.start(keys.host_a)
 
-    code = wait_ready.main(argv(sshd, keys, remote, tmp_path / "known_hosts", timeout=1.5))
+    code = wait_ready.main(argv(sshd, keys, remote, tmp_path / "known_hosts", timeout=0.8))
 
     assert code == cli.EXIT_TIMEOUT
     assert "Ready" not in capsys.readouterr().out
@@ -166,7 +178,7 @@ def test_status_from_earlier_boot_is_not_ready(sshd, keys, remote, tmp_path, cap
 
 def test_missing_status_file_keeps_waiting(sshd, keys, remote, tmp_path):
     sshd.start(keys.host_a)
-    writer = threading.Timer(0.5, write_status, args=(remote.status,), kwargs={"state": "ready", "phase": "ready"})
+    writer = threading.Timer(0.3, write_status, args=(remote.status,), kwargs={"state": "ready", "phase": "ready"})
     writer.start()
 
     code = wait_ready.main(argv(sshd, keys, remote, tmp_path / "known_hosts", timeout=10))

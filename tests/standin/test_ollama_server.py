@@ -49,7 +49,9 @@ def start(tmp_path):
     running: list[Running] = []
 
     def _start(**overrides) -> Running:
+        # Small models keep each pull to milliseconds; tests that need size set model_size.
         config = standin.Config(host="127.0.0.1", port=0, models_dir=tmp_path / "models",
+                                model_size=standin.parse_per_model(None, 64 * 1024),
                                 load_seconds=standin.parse_per_model(None, 0.01))
         config = dataclasses.replace(config, **overrides)
         server = Running(config)
