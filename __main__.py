@@ -4,7 +4,9 @@ import pulumi
 
 from components.gpu_server import GpuServer, GpuServerArgs
 from components.network import OLLAMA_PORT, Network, NetworkArgs
-from components.placement import PlacementError, choose_image, choose_zone
+from components.idle_stop import IdleStopArgs, IdleStopRole
+from components.lifecycle import TimeToLive, choose_capacity, find_kept_disk, look_up_hourly_price
+from components.placement import PlacementError, choose_image
 from components.settings import SettingsError, build_settings, read_config
 
 try:
@@ -13,7 +15,9 @@ try:
         project=pulumi.get_project(),
         stack=pulumi.get_stack(),
     )
-    zone = choose_zone(settings)
+    kept_disk = find_kept_disk(settings)
+    capacity = choose_capacity(settings, kept_disk)
+    zone = capacity.zone
     image_id = choose_image(settings)
 except (SettingsError, PlacementError) as error:
     # RunError prints the message alone, without a Python traceback.
@@ -26,6 +30,7 @@ if settings.is_public and not settings.ssh_cidrs:
     pulumi.log.warn("SSH is closed: allowedCidrs has only public entries and allowPublicSsh is false; use "
                     "the serial console, or add your network to allowedCidrs")
 
+ttl = TimeToLive(settings)
 network = Network("net", NetworkArgs(settings=settings, zone=zone))
 server = GpuServer(
     "ollama",
@@ -35,8 +40,14 @@ server = GpuServer(
         image_id=image_id,
         vswitch_id=network.vswitch_id,
         security_group_id=network.security_group_id,
+        spot_strategy=capacity.spot_strategy,
+        auto_release_time=ttl.auto_release_time,
+        kept_disk=kept_disk,
     ),
 )
+if settings.idle_stop_minutes > 0:
+    IdleStopRole("idle-stop", IdleStopArgs(settings=settings, instance_id=server.instance_id))
+price = look_up_hourly_price(settings, capacity)
 
 pulumi.export("endpoint", server.public_ip.apply(lambda ip: f"http://{ip}:{OLLAMA_PORT}"))
 pulumi.export("openaiBaseUrl", server.public_ip.apply(lambda ip: f"http://{ip}:{OLLAMA_PORT}/v1"))
@@ -46,3 +57,9 @@ pulumi.export("dataDiskId", server.data_disk_id)
 pulumi.export("zone", zone)
 pulumi.export("models", list(settings.models))
 pulumi.export("sshCommand", server.public_ip.apply(lambda ip: f"ssh root@{ip}"))
+pulumi.export("spotStrategy", capacity.spot_strategy)
+pulumi.export("hourlyPrice", price.as_export() if price else None)
+# Read back by TimeToLive on the next run, so the release time stays as it is.
+pulumi.export("ttl", ttl.export)
+pulumi.export("autoReleaseTime", ttl.auto_release_time)
+pulumi.export("keepModelDisk", settings.keep_model_disk)

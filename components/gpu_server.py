@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_alicloud import ecs
 
+from components.lifecycle import NO_SPOT, KeptDisk, model_disk_name
 from components.settings import Settings
 from components.userdata import render_user_data
 
@@ -25,6 +26,12 @@ class GpuServerArgs:
     """vSwitch in `zone`."""
     security_group_id: pulumi.Input[str]
     """Security group admitting the API and SSH."""
+    spot_strategy: str = NO_SPOT
+    """SpotAsPriceGo for a spot instance, NoSpot for pay-as-you-go."""
+    auto_release_time: pulumi.Input[str | None] = None
+    """UTC time at which ECS releases the instance, or None for never."""
+    kept_disk: KeptDisk | None = None
+    """A model disk kept by an earlier deployment, adopted instead of creating one."""
 
 
 class GpuServer(pulumi.ComponentResource):
@@ -55,24 +62,12 @@ class GpuServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
-        # Deleted with the stack, but not with the instance.
-        disk = ecs.EcsDisk(
-            f"{name}-models",
-            disk_name=f"{settings.resource_prefix}-models",
-            description="Ollama models; survives instance replacement",
-            zone_id=args.zone,
-            size=settings.data_disk_size,
-            category=settings.data_disk_category,
-            payment_type="PayAsYouGo",
-            tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["zoneId"]),
-        )
+        disk = self._model_disk(name, args, tags)
 
         # The guest sees the disk under /dev/disk/by-id with its ID, minus "d-", as serial.
         self.user_data = disk.id.apply(lambda disk_id: render_user_data(settings, disk_id.removeprefix("d-")))
 
         # delete_before_replace: a GPU quota often allows one instance, and two would bill twice.
-        # ignore_changes: a newer image or another in-stock zone must not replace a running server.
         instance = ecs.Instance(
             f"{name}-instance",
             instance_name=settings.resource_prefix,
@@ -89,12 +84,16 @@ class GpuServer(pulumi.ComponentResource):
             internet_max_bandwidth_out=settings.internet_bandwidth_out,
             key_name=key_pair.key_pair_name,
             user_data=self.user_data,
+            spot_strategy=args.spot_strategy,
+            spot_interruption_behavior=(settings.spot_interruption_behavior
+                                        if args.spot_strategy != NO_SPOT else None),
+            auto_release_time=args.auto_release_time,
             tags=tags,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 replace_on_changes=["userData"],
                 delete_before_replace=True,
-                ignore_changes=["imageId", "availabilityZone"],
+                ignore_changes=_instance_ignore_changes(settings),
             ),
         )
 
@@ -112,3 +111,44 @@ class GpuServer(pulumi.ComponentResource):
         self.register_outputs(
             {"instanceId": self.instance_id, "publicIp": self.public_ip, "dataDiskId": self.data_disk_id}
         )
+
+    def _model_disk(self, name: str, args: GpuServerArgs, tags: dict[str, str]) -> ecs.EcsDisk:
+        """Declare the model disk: new, restored from a snapshot, or a kept one adopted again.
+
+        Deleted with the stack but not with the instance, unless keepModelDisk retains it.
+        A kept disk is imported with its own size, category and zone, because an import
+        fails when the declared inputs differ from the disk.
+        """
+        settings = args.settings
+        kept = args.kept_disk
+        # ignore_changes: a later zone choice or snapshot setting must not replace a disk full of models.
+        options = pulumi.ResourceOptions(
+            parent=self,
+            ignore_changes=["zoneId", "snapshotId"],
+            retain_on_delete=settings.keep_model_disk,
+            import_=kept.id if kept is not None else None,
+        )
+        return ecs.EcsDisk(
+            f"{name}-models",
+            disk_name=model_disk_name(settings),
+            description="Ollama models; survives instance replacement",
+            zone_id=kept.zone if kept is not None else args.zone,
+            size=kept.size if kept is not None else settings.data_disk_size,
+            category=kept.category if kept is not None else settings.data_disk_category,
+            snapshot_id=kept.snapshot_id if kept is not None else settings.data_disk_snapshot_id,
+            payment_type="PayAsYouGo",
+            tags=tags,
+            opts=options,
+        )
+
+
+def _instance_ignore_changes(settings: Settings) -> list[str]:
+    """Return the instance properties whose later changes must not replace a running server.
+
+    A newer image or another in-stock zone must not. With spotFallback, neither must spot
+    stock that comes back: the spot strategy is fixed when the instance is created.
+    """
+    ignored = ["imageId", "availabilityZone"]
+    if settings.spot_fallback:
+        ignored.append("spotStrategy")
+    return ignored

@@ -226,6 +226,11 @@ class Settings:
         """Prefix for cloud resource names, unique per project and stack."""
         return f"{self.project}-{self.stack}"
 
+    @property
+    def idle_stop_role_name(self) -> str:
+        """RAM role of the instance; the idle-stop script asks the metadata service for its credentials."""
+        return f"{self.resource_prefix}-idle-stop"
+
 
 @dataclass(frozen=True)
 class Problem:

@@ -24,6 +24,7 @@ USER_DATA_LIMIT_BYTES = 16 * 1024
 
 BOOTSTRAP_SCRIPT_PATH = "/opt/ollama-bootstrap/bootstrap.sh"
 BOOTSTRAP_ENV_PATH = "/etc/ollama-bootstrap/bootstrap.env"
+IDLE_STOP_SCRIPT_PATH = "/opt/ollama-bootstrap/ollama-idle-stop.py"
 
 # Characters that mean the same inside double quotes to bash and to systemd.
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9 ._:/@+=,%~*-]*$")
@@ -68,6 +69,10 @@ def bootstrap_env(settings: Settings, data_disk_serial: str) -> str:
         "OLLAMA_KEEP_ALIVE": settings.keep_alive,
         "PULL_STALL_SECONDS": str(settings.pull_stall_seconds),
         "PULL_RETRIES": str(settings.pull_retries),
+        "IDLE_STOP_MINUTES": str(settings.idle_stop_minutes),
+        "IDLE_STOP_ROLE": settings.idle_stop_role_name,
+        "ECS_API_ENDPOINT": settings.ecs_api_endpoint,
+        "INSTANCE_METADATA_URL": settings.instance_metadata_url,
         "API_KEY_SHA256": settings.api_key_sha256 or "",
         "ALLOW_MODEL_MANAGEMENT": "true" if settings.allow_model_management else "false",
         "ALLOWED_ORIGINS": ",".join(settings.allowed_origins),
@@ -94,7 +99,27 @@ def instance_files(settings: Settings, data_disk_serial: str) -> list[InstanceFi
             read_bootstrap_file("ollama-bootstrap.service"),
             "0644",
         ),
+    ] + idle_stop_files(settings)
+
+
+def idle_stop_files(settings: Settings) -> list[InstanceFile]:
+    """List the idle-stop script and its timer, or nothing when idleStopMinutes is 0."""
+    if settings.idle_stop_minutes <= 0:
+        return []
+    return [
+        InstanceFile(IDLE_STOP_SCRIPT_PATH, read_bootstrap_file("ollama-idle-stop.py"), "0755", compress=True),
+        InstanceFile("/etc/systemd/system/ollama-idle-stop.service",
+                     read_bootstrap_file("ollama-idle-stop.service"), "0644"),
+        InstanceFile("/etc/systemd/system/ollama-idle-stop.timer",
+                     read_bootstrap_file("ollama-idle-stop.timer"), "0644"),
     ]
+
+
+def idle_stop_commands(settings: Settings) -> list[list[str]]:
+    """Return the runcmd entries that start the idle-stop timer; enabling it keeps it on after a reboot."""
+    if settings.idle_stop_minutes <= 0:
+        return []
+    return [["systemctl", "enable", "--now", "ollama-idle-stop.timer"]]
 
 
 def render_user_data(settings: Settings, data_disk_serial: str) -> str:
@@ -125,7 +150,7 @@ def render_user_data(settings: Settings, data_disk_serial: str) -> str:
             ["systemctl", "daemon-reload"],
             ["systemctl", "enable", "ollama-bootstrap.service"],
             ["systemctl", "start", "--no-block", "ollama-bootstrap.service"],
-        ],
+        ] + idle_stop_commands(settings),
     }
     return "#cloud-config\n" + yaml.dump(document, Dumper=_LiteralDumper, sort_keys=False, width=1000)
 

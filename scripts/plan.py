@@ -32,6 +32,13 @@ PROJECT = "ollama-alicloud"
 MOCK_PUBLIC_IP = "203.0.113.10"
 MOCK_ZONES = ("cn-hangzhou-i", "cn-hangzhou-j")
 MOCK_IMAGE_ID = "m-mockalinux3image"
+MOCK_ACCOUNT_ID = "1234567890123456"
+# Hourly prices the mocked look-up quotes, as strings like the real data source.
+MOCK_PRICE = "11.26"
+MOCK_SPOT_PRICE = "2.25"
+# Outputs of each stack's last mock run in this process: what a StackReference to the
+# stack reads, as the backend would return it after a `pulumi up`.
+MOCK_STACK_OUTPUTS: dict[str, dict[str, Any]] = {}
 # Keys the plan treats as `pulumi config set --secret` values.
 SECRET_KEYS = {f"{PROJECT}:apiKey"}
 # Stands in for an encrypted value from a stack file, which the plan cannot decrypt.
@@ -77,10 +84,14 @@ class PlanMocks:
     """
 
     def __init__(self, result: PlanResult, zones: tuple[str, ...] = MOCK_ZONES,
-                 images: tuple[str, ...] = (MOCK_IMAGE_ID,)) -> None:
+                 images: tuple[str, ...] = (MOCK_IMAGE_ID,), spot_zones: tuple[str, ...] | None = None,
+                 kept_disks: tuple[dict[str, Any], ...] = (), stack_outputs: dict[str, Any] | None = None) -> None:
         self.result = result
         self.zones = zones
         self.images = images
+        self.spot_zones = zones if spot_zones is None else spot_zones
+        self.kept_disks = kept_disks
+        self.stack_outputs = stack_outputs or {}
 
     def new_resource(self, args: Any) -> tuple[str, dict[str, Any]]:
         digest = hashlib.sha256(args.name.encode()).hexdigest()[:16]
@@ -91,8 +102,11 @@ class PlanMocks:
             "alicloud:vpc/switch:Switch": "vsw-",
             "alicloud:ecs/securityGroup:SecurityGroup": "sg-",
         }.get(args.typ, "")
-        resource_id = f"{prefix}{digest}"
+        # An imported resource keeps its ID, as `pulumi up` does with the import option.
+        resource_id = args.resource_id or f"{prefix}{digest}"
         state = dict(args.inputs)
+        if args.typ == "pulumi:pulumi:StackReference":
+            state = {"name": args.inputs.get("name"), "outputs": self.stack_outputs, "secretOutputNames": []}
         if args.typ == "alicloud:ecs/instance:Instance":
             state["publicIp"] = MOCK_PUBLIC_IP
         self.result.resources.append(PlannedResource(args.typ, args.name, dict(args.inputs), resource_id))
@@ -101,10 +115,23 @@ class PlanMocks:
     def call(self, args: Any) -> dict[str, Any]:
         self.result.invokes.append((args.token, dict(args.args)))
         if args.token == "alicloud:index/getZones:getZones":
-            return {"ids": list(self.zones), "zones": [{"id": zone} for zone in self.zones]}
+            zones = self._zones(args.args)
+            return {"ids": zones, "zones": [{"id": zone} for zone in zones]}
         if args.token == "alicloud:ecs/getImages:getImages":
             return {"ids": list(self.images), "images": [{"id": image} for image in self.images]}
+        if args.token == "alicloud:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": MOCK_ACCOUNT_ID, "arn": f"acs:ram::{MOCK_ACCOUNT_ID}:root", "id": MOCK_ACCOUNT_ID,
+                    "identityType": "Account"}
+        if args.token == "alicloud:ecs/getInstanceTypes:getInstanceTypes":
+            price = MOCK_SPOT_PRICE if args.args.get("spotStrategy") == "SpotAsPriceGo" else MOCK_PRICE
+            instance_type = args.args.get("instanceType", "")
+            return {"ids": [instance_type], "instanceTypes": [{"id": instance_type, "price": price}]}
+        if args.token == "alicloud:ecs/getEcsDisks:getEcsDisks":
+            return {"ids": [disk["id"] for disk in self.kept_disks], "disks": list(self.kept_disks)}
         return {}
+
+    def _zones(self, args: Any) -> list[str]:
+        return list(self.spot_zones if args.get("spotStrategy") == "SpotAsPriceGo" else self.zones)
 
 
 def load_stack_config(stack: str, overrides: dict[str, Any] | None = None,
@@ -120,8 +147,15 @@ def load_stack_config(stack: str, overrides: dict[str, Any] | None = None,
 
 
 def run_program(config: dict[str, Any], stack: str = "dev", zones: tuple[str, ...] = MOCK_ZONES,
-                images: tuple[str, ...] = (MOCK_IMAGE_ID,), program: Path = ROOT / "__main__.py") -> PlanResult:
+                images: tuple[str, ...] = (MOCK_IMAGE_ID,), program: Path = ROOT / "__main__.py",
+                spot_zones: tuple[str, ...] | None = None, kept_disks: tuple[dict[str, Any], ...] = (),
+                stack_outputs: dict[str, Any] | None = None) -> PlanResult:
     """Run the Pulumi program under mocks and return what it declared and exported.
+
+    `stack_outputs` is what a StackReference to the stack itself reads; None means the
+    exports of this stack's last run in this process, the way a backend returns the
+    outputs of the last `pulumi up`. `spot_zones` is what the spot stock look-up
+    returns (None: the same as `zones`), `kept_disks` what the kept-disk look-up returns.
 
     Raises whatever the program raises, e.g. pulumi.RunError for invalid settings.
     """
@@ -142,7 +176,9 @@ def run_program(config: dict[str, Any], stack: str = "dev", zones: tuple[str, ..
         # Pulumi stores config values as strings; lists and maps as JSON.
         strings[key] = value if isinstance(value, str) else json.dumps(value)
     set_all_config(strings, sorted(secret_keys))
-    set_mocks(PlanMocks(result, zones, images), project=PROJECT, stack=stack, preview=False)
+    previous = MOCK_STACK_OUTPUTS.get(stack, {}) if stack_outputs is None else stack_outputs
+    mocks = PlanMocks(result, zones, images, spot_zones=spot_zones, kept_disks=kept_disks, stack_outputs=previous)
+    set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
     runtime_settings.SETTINGS.rpc_manager.clear()
 
     exported: dict[str, Any] = {}
@@ -165,12 +201,16 @@ def run_program(config: dict[str, Any], stack: str = "dev", zones: tuple[str, ..
         return resolved
 
     result.exports = _sync_await(resolve_exports())
+    MOCK_STACK_OUTPUTS[stack] = dict(result.exports)
     return result
 
 
-def plan_stack(stack: str = "dev", mock_zones: tuple[str, ...] = MOCK_ZONES, **overrides: Any) -> PlanResult:
+def plan_stack(stack: str = "dev", mock_zones: tuple[str, ...] = MOCK_ZONES,
+               mock_spot_zones: tuple[str, ...] | None = None, mock_kept_disks: tuple[dict[str, Any], ...] = (),
+               **overrides: Any) -> PlanResult:
     """Run the program under mocks with a stack's config plus overrides (project-namespace keys)."""
-    return run_program(load_stack_config(stack, overrides), stack=stack, zones=mock_zones)
+    return run_program(load_stack_config(stack, overrides), stack=stack, zones=mock_zones,
+                       spot_zones=mock_spot_zones, kept_disks=mock_kept_disks)
 
 
 def decode_write_files(user_data: str) -> dict[str, str]:

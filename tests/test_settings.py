@@ -64,6 +64,22 @@ CASES: list[tuple[str, dict[str, Any], str | None, str | None]] = [
     ("registry with scheme", {"modelRegistry": "https://registry.example"}, "modelRegistry", "registry host"),
     ("pull retries negative", {"pullRetries": -1}, "pullRetries", "from 0 to 20"),
     ("opt-in not boolean", {"allowPublicUnauthenticated": "yes"}, "allowPublicUnauthenticated", "true or false"),
+    ("spot with fallback accepted", {"spot": True, "spotFallback": True}, None, None),
+    ("spot not boolean", {"spot": "yes"}, "spot", "true or false"),
+    ("spot interruption unknown", {"spotInterruptionBehavior": "Hibernate"}, "spotInterruptionBehavior",
+     "must be one of Stop, Terminate"),
+    ("ttl 8 hours accepted", {"ttlHours": 8}, None, None),
+    ("ttl negative", {"ttlHours": -1}, "ttlHours", "or 0 to never release"),
+    ("ttl beyond 3 years", {"ttlHours": 26281}, "ttlHours", "3 years"),
+    ("ttl not a number", {"ttlHours": "8h"}, "ttlHours", "whole number of hours"),
+    ("ttl renewal malformed", {"ttlRenewedAt": "2026-01-31 08:00"}, "ttlRenewedAt", "not a UTC time"),
+    ("idle stop 30 minutes accepted", {"idleStopMinutes": 30}, None, None),
+    ("idle stop negative", {"idleStopMinutes": -5}, "idleStopMinutes", "whole number of minutes"),
+    ("keep disk not boolean", {"keepModelDisk": "true"}, "keepModelDisk", "true or false"),
+    ("snapshot id malformed", {"dataDiskSnapshotId": "snap-1"}, "dataDiskSnapshotId", "not a snapshot ID"),
+    ("snapshot id accepted", {"dataDiskSnapshotId": "s-bp1abc"}, None, None),
+    ("ecs endpoint with quote", {"ecsApiEndpoint": 'https://ecs"x'}, "ecsApiEndpoint", "http(s) URL"),
+    ("metadata url empty", {"instanceMetadataUrl": ""}, "instanceMetadataUrl", "http(s) URL"),
 ]
 
 
