@@ -17,7 +17,9 @@ import testbed
 from machine import StandinKnobs
 from testbed import MODEL
 
-pytestmark = pytest.mark.boot
+# The first test that runs also builds the cached image when it is missing (about
+# two minutes from Debian's mirror), so these tests get more than the default timeout.
+pytestmark = [pytest.mark.boot, pytest.mark.timeout(600)]
 
 PHASES = ("disk", "packages", "driver", "ollama", "pull", "gpu", "preload")
 SECOND_MODEL = "smollm2:135m"

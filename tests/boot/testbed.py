@@ -24,8 +24,14 @@ import rootfs
 from machine import DataDisk, HostUdev, Machine, Mirror, NetworkNamespace, StandinKnobs
 
 sys.path.insert(0, str(machine.REPO_ROOT))
-from components.settings import Settings, build_settings  # noqa: E402 - needs the repository on sys.path
+import components.userdata  # noqa: E402 - needs the repository on sys.path
+from components.settings import Settings, build_settings  # noqa: E402
 from components.userdata import render_user_data  # noqa: E402
+
+# Render the user-data from a modified copy of components/bootstrap, to check that
+# breaking a bootstrap step makes the matching boot test fail.
+if os.environ.get("OA_BOOT_BOOTSTRAP_DIR"):
+    components.userdata.BOOTSTRAP_DIR = Path(os.environ["OA_BOOT_BOOTSTRAP_DIR"])
 
 log = logging.getLogger(__name__)
 
