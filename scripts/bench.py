@@ -289,25 +289,25 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_common_args(parser)
     cli.add_endpoint_args(parser)
     cli.add_ssh_args(parser)
-    parser.add_argument("--model", action="append",
+    parser.add_argument("--model", metavar="NAME", action="append",
                         help="model to benchmark; repeat for several (default: every installed model)")
-    parser.add_argument("--runs", type=int, default=3, help="runs over the prompt set per model (default: %(default)s)")
-    parser.add_argument("--prompts", type=Path, help="file with one prompt per line (default: three built-in prompts)")
-    parser.add_argument("--num-predict", type=int, default=256,
+    parser.add_argument("--runs", metavar="N", type=int, default=3, help="runs over the prompt set per model (default: %(default)s)")
+    parser.add_argument("--prompts", metavar="FILE", type=Path, help="file with one prompt per line (default: three built-in prompts)")
+    parser.add_argument("--num-predict", metavar="N", type=int, default=256,
                         help="tokens to generate per request, at most (default: %(default)s)")
-    parser.add_argument("--keep-alive", default="30m",
+    parser.add_argument("--keep-alive", metavar="DURATION", default="30m",
                         help="how long Ollama keeps each model loaded after a request, as an Ollama "
                              "duration such as 30m or -1 for forever (default: %(default)s)")
-    parser.add_argument("--bandwidth", type=float, default=A10_BANDWIDTH_GBPS,
+    parser.add_argument("--bandwidth", metavar="GB_PER_S", type=float, default=A10_BANDWIDTH_GBPS,
                         help="GPU memory bandwidth in GB/s, for the decode limit (default: %(default)s, NVIDIA A10)")
-    parser.add_argument("--unload-threshold", type=float, default=1.0,
+    parser.add_argument("--unload-threshold", metavar="SECONDS", type=float, default=1.0,
                         help="seconds of load_duration after a model's first request that count as a reload "
                              "(default: %(default)s)")
-    parser.add_argument("--output", type=Path,
+    parser.add_argument("--output", metavar="FILE", type=Path,
                         help="results file, .csv (plus NAME-summary.csv) or .json (default: bench-UTCTIME.csv)")
-    parser.add_argument("--plot", type=Path, help="PNG chart (default: the results file with .png)")
+    parser.add_argument("--plot", metavar="FILE", type=Path, help="PNG chart (default: the results file with .png)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
-    parser.add_argument("--timeout", type=float, default=900.0,
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=900.0,
                         help="seconds per request; a cold model loads from disk first (default: %(default)s)")
     return parser
 

@@ -204,13 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_common_args(parser)
     cli.add_endpoint_args(parser)
     cli.add_ssh_args(parser)
-    parser.add_argument("--model", action="append",
+    parser.add_argument("--model", metavar="NAME", action="append",
                         help="model that must be installed; repeat for several, the first is chatted with "
                              "(default: the stack's models output, else the first installed model)")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt for the chat checks")
-    parser.add_argument("--max-tokens", type=int, default=64,
+    parser.add_argument("--max-tokens", metavar="N", type=int, default=64,
                         help="tokens to generate per chat, at most (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=600.0,
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=600.0,
                         help="seconds per request; the first chat may load the model from disk "
                              "(default: %(default)s)")
     return parser

@@ -73,13 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli.add_common_args(parser)
     cli.add_ssh_args(parser)
-    parser.add_argument("--local-port", type=int, default=11434,
+    parser.add_argument("--local-port", metavar="PORT", type=int, default=11434,
                         help="port to listen on at 127.0.0.1; 0 picks a free one (default: %(default)s)")
-    parser.add_argument("--remote-port", type=int, default=11434,
+    parser.add_argument("--remote-port", metavar="PORT", type=int, default=11434,
                         help="Ollama port on the instance (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=300.0,
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=300.0,
                         help="seconds to keep retrying each SSH connect (default: %(default)s)")
-    parser.add_argument("--duration", type=float, default=0.0,
+    parser.add_argument("--duration", metavar="SECONDS", type=float, default=0.0,
                         help="seconds to keep the tunnel open; 0 runs until Ctrl-C (default: %(default)s)")
     return parser
 

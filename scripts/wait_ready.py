@@ -239,15 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli.add_common_args(parser)
     cli.add_ssh_args(parser)
-    parser.add_argument("--timeout", type=float, default=3600.0,
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=3600.0,
                         help="seconds to wait in total, SSH retries included (default: %(default)s)")
-    parser.add_argument("--poll-interval", type=float, default=5.0,
+    parser.add_argument("--poll-interval", metavar="SECONDS", type=float, default=5.0,
                         help="seconds between reads of the status file (default: %(default)s)")
-    parser.add_argument("--status-path", default=STATUS_PATH,
+    parser.add_argument("--status-path", metavar="PATH", default=STATUS_PATH,
                         help="bootstrap status file on the instance (default: %(default)s)")
-    parser.add_argument("--log-path", default=LOG_PATH,
+    parser.add_argument("--log-path", metavar="PATH", default=LOG_PATH,
                         help="bootstrap log on the instance (default: %(default)s)")
-    parser.add_argument("--log-lines", type=int, default=40,
+    parser.add_argument("--log-lines", metavar="N", type=int, default=40,
                         help="lines of the bootstrap log to print on failure (default: %(default)s)")
     return parser
 

@@ -63,19 +63,19 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 def add_ssh_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("SSH")
-    group.add_argument("--host", help="instance address (default: the stack's publicIp output)")
-    group.add_argument("--port", type=int, default=22, help="SSH port (default: %(default)s)")
+    group.add_argument("--host", metavar="ADDRESS", help="instance address (default: the stack's publicIp output)")
+    group.add_argument("--port", metavar="PORT", type=int, default=22, help="SSH port (default: %(default)s)")
     group.add_argument("--user", default="root", help="SSH user (default: %(default)s)")
-    group.add_argument("--identity", type=Path,
+    group.add_argument("--identity", metavar="FILE", type=Path,
                        help="private key file (default: the SSH agent, then ~/.ssh/id_*)")
-    group.add_argument("--known-hosts", type=Path,
+    group.add_argument("--known-hosts", metavar="FILE", type=Path,
                        help="file of host keys trusted for this stack, written on first use "
                             "(default: ~/.config/ollama-alicloud/known_hosts/STACK)")
-    group.add_argument("--connect-timeout", type=float, default=10.0,
+    group.add_argument("--connect-timeout", metavar="SECONDS", type=float, default=10.0,
                        help="seconds to wait for each TCP connect, SSH banner and login (default: %(default)s)")
-    group.add_argument("--retry-initial", type=float, default=2.0,
+    group.add_argument("--retry-initial", metavar="SECONDS", type=float, default=2.0,
                        help="seconds before the first SSH retry, doubled per retry (default: %(default)s)")
-    group.add_argument("--retry-max", type=float, default=30.0,
+    group.add_argument("--retry-max", metavar="SECONDS", type=float, default=30.0,
                        help="maximum seconds between SSH retries (default: %(default)s)")
 
 
@@ -86,7 +86,7 @@ def add_endpoint_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tunnel", action="store_true",
                        help="reach the API through an SSH tunnel to the instance's port 11434, "
                             "for a stack whose API port is closed to the internet")
-    group.add_argument("--remote-port", type=int, default=11434,
+    group.add_argument("--remote-port", metavar="PORT", type=int, default=11434,
                        help="Ollama port on the instance, used with --tunnel (default: %(default)s)")
     group.add_argument("--api-key-env", default=DEFAULT_API_KEY_ENV, metavar="NAME",
                        help="environment variable that holds the API key, sent as a Bearer token; "
