@@ -6,7 +6,8 @@ import pulumi
 import pytest
 
 from components.settings import DEFAULTS
-from scripts.plan import plan_stack as plan
+from scripts.plan import plan_stack
+from tests.stack_plans import cached_plan as plan
 
 INSTANCE = "alicloud:ecs/instance:Instance"
 DISK = "alicloud:ecs/ecsDisk:EcsDisk"
@@ -129,7 +130,7 @@ def test_instance_replaced_on_user_data_change(monkeypatch: pytest.MonkeyPatch) 
         return real_instance(name, **kwargs)
 
     monkeypatch.setattr(gpu_server.ecs, "Instance", capture)
-    plan("dev")
+    plan_stack("dev")
     [opts] = captured.values()
     assert opts.replace_on_changes == ["userData"]
     assert opts.delete_before_replace is True

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from components.settings import SettingsError, build_settings
-from scripts.plan import plan_stack as plan
+from tests.stack_plans import cached_plan as plan
 from scripts.plan import decode_write_files
 
 API_KEY = "test-api-key-0123456789abcdef0123456789abcdef"

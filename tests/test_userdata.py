@@ -18,7 +18,7 @@ from components.userdata import (
     bootstrap_env,
     render_user_data,
 )
-from scripts.plan import plan_stack as plan
+from tests.stack_plans import cached_plan as plan
 from scripts.plan import decode_write_files
 
 ROOT = Path(__file__).resolve().parent.parent
