@@ -32,6 +32,11 @@ ROLE_NAME = "ollama-alicloud-boottest-idle-stop"
 ACCESS_KEY_ID = "STS.standinAccessKeyId"
 ACCESS_KEY_SECRET = "standinAccessKeySecret"
 SECURITY_TOKEN = "standinSecurityToken+/="
+# An operator's own access key, as scripts/wake.py uses it (no security token).
+USER_ACCESS_KEY_ID = "LTAIstandinUserKey"
+USER_ACCESS_KEY_SECRET = "standinUserSecret"
+# Access key ID -> (secret, security token or None).
+CREDENTIALS = {ACCESS_KEY_ID: (ACCESS_KEY_SECRET, SECURITY_TOKEN), USER_ACCESS_KEY_ID: (USER_ACCESS_KEY_SECRET, None)}
 TOKEN_HEADER = "X-aliyun-ecs-metadata-token"
 TOKEN_TTL_HEADER = "X-aliyun-ecs-metadata-token-ttl-seconds"
 
@@ -63,7 +68,11 @@ class StandinState:
     ecs_error: tuple[int, str] | None = None
     """When set, StopInstance fails with this HTTP status and error code."""
     calls_file: Path | None = None
+    instance_status: str = "Running"
+    """Status DescribeInstances reports; StopInstance and StartInstance change it."""
+    public_ip: str = LOOPBACK
     stop_calls: list[dict[str, str]] = field(default_factory=list)
+    start_calls: list[dict[str, str]] = field(default_factory=list)
     rejected_calls: list[dict[str, Any]] = field(default_factory=list)
     metadata_paths: list[str] = field(default_factory=list)
     tokens: set[str] = field(default_factory=set)
@@ -124,7 +133,7 @@ class MetadataHandler(_Handler):
 
 
 class EcsApiHandler(_Handler):
-    """GET /?Action=StopInstance&...: checks the signature, the credentials and the instance."""
+    """GET /?Action=StopInstance|StartInstance|DescribeInstances&...: checks signature, key and instance."""
 
     def do_GET(self) -> None:  # noqa: N802
         state = self.state
@@ -142,18 +151,44 @@ class EcsApiHandler(_Handler):
                         "application/json")
             return
 
-        state.stop_calls.append(params)
+        action = params["Action"]
+        if action == "DescribeInstances":
+            self._reply(200, json.dumps(self._describe()), "application/json")
+            return
+        if action == "StopInstance":
+            state.stop_calls.append(params)
+            state.instance_status = "Stopped"
+        else:
+            if state.instance_status != "Stopped":
+                self._reply(403, json.dumps({"Code": "IncorrectInstanceStatus", "Message": "not stopped"}),
+                            "application/json")
+                return
+            state.start_calls.append(params)
+            state.instance_status = "Running"
         state.record({"accepted": True, "params": params})
-        self._reply(200, json.dumps({"RequestId": "standin-stop"}), "application/json")
+        self._reply(200, json.dumps({"RequestId": f"standin-{action}"}), "application/json")
+
+    def _describe(self) -> dict[str, Any]:
+        state = self.state
+        return {"Instances": {"Instance": [{
+            "InstanceId": state.instance_id,
+            "Status": state.instance_status,
+            "PublicIpAddress": {"IpAddress": [state.public_ip]},
+            "EipAddress": {"IpAddress": ""},
+        }]}}
 
     def _problem(self, params: dict[str, str]) -> tuple[int, str] | None:
         signature = params.pop("Signature", "")
-        if params.get("Action") != "StopInstance":
+        if params.get("Action") not in ("StopInstance", "StartInstance", "DescribeInstances"):
             return 400, "InvalidAction.NotFound"
-        if params.get("AccessKeyId") != ACCESS_KEY_ID or params.get("SecurityToken") != SECURITY_TOKEN:
+        secret, token = CREDENTIALS.get(params.get("AccessKeyId", ""), (None, None))
+        if secret is None or params.get("SecurityToken") != token:
             return 403, "InvalidAccessKeyId.NotFound"
-        if not hmac.compare_digest(signature, expected_signature(params, ACCESS_KEY_SECRET)):
+        if not hmac.compare_digest(signature, expected_signature(params, secret)):
             return 400, "SignatureDoesNotMatch"
+        if params["Action"] == "DescribeInstances":
+            instance_ids = json.loads(params.get("InstanceIds", "[]"))
+            return None if instance_ids == [self.state.instance_id] else (400, "InvalidInstanceIds.Malformed")
         if params.get("InstanceId") != self.state.instance_id:
             # The role's policy allows StopInstance on its own instance only.
             return 403, "Forbidden.RAM"
