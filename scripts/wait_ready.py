@@ -39,6 +39,9 @@ POLL_COMMAND = ("printf '%s %s\\n' \"$(date +%s)\" \"$(awk '/^btime/ {{print $2}
                 "cat {status} 2>/dev/null || true")
 LOG_TAIL_COMMAND = "tail -n {lines} {log} 2>&1"
 
+# Without a terminal (CI logs, pipes) rich draws no live bar, so progress is logged this often (seconds).
+PLAIN_PROGRESS_SECONDS = 30.0
+
 # The bootstrap records started_at after the clock is set; allow this much skew (seconds)
 # before calling a status file older than the boot.
 BOOT_TIME_SLACK = 5.0
@@ -149,6 +152,12 @@ def report_failure(client, status: dict, args: argparse.Namespace, console: Cons
     console.print(tail, markup=False, highlight=False)
 
 
+WAITING_STATES = {
+    "starting": "connected; the bootstrap has not written its status file yet",
+    "rebooting": "the status file is from an earlier boot; waiting for this boot's bootstrap",
+}
+
+
 class Display:
     """Live progress of the bootstrap: phase, model bytes pulled of total, elapsed time."""
 
@@ -164,15 +173,27 @@ class Display:
             transient=False,
         )
         self.task = self.progress.add_task("connecting", total=None, elapsed="-")
+        self.plain = not console.is_terminal
+        self.last_description = ""
+        self.last_logged = 0.0
 
     def show(self, description: str, snapshot: Snapshot | None) -> None:
         status = (snapshot.status if snapshot else None) or {}
         total = status.get("bytes_total") or None
+        pulled = status.get("bytes_pulled") or 0
         elapsed = "-"
         if snapshot and status.get("started_at"):
             elapsed = format_seconds(snapshot.remote_now - status["started_at"])
-        self.progress.update(self.task, description=description, total=total,
-                             completed=status.get("bytes_pulled") or 0, elapsed=elapsed)
+        self.progress.update(self.task, description=description, total=total, completed=pulled, elapsed=elapsed)
+
+        if description != self.last_description and description in WAITING_STATES:
+            log.info("%s", WAITING_STATES[description])
+        now = time.monotonic()
+        if self.plain and total and now - self.last_logged >= PLAIN_PROGRESS_SECONDS:
+            log.info("%s: %.2f of %.2f GB pulled (%.0f%%), elapsed %s",
+                     description, pulled / 1e9, total / 1e9, 100.0 * pulled / total, elapsed)
+            self.last_logged = now
+        self.last_description = description
 
 
 def wait(args: argparse.Namespace, console: Console) -> int:

@@ -93,6 +93,7 @@ def test_progress_until_ready(sshd, keys, remote, tmp_path, caplog, capsys, monk
     messages = [r.getMessage() for r in caplog.records]
 
     assert code == cli.EXIT_OK
+    assert any(m.startswith("pull: 0.00 of 0.00 GB pulled (5%)") for m in messages), "plain-output progress line"
     assert ("pull", 1_000, 20_000) in shown
     assert ("ready", 20_000, 20_000) in shown
     assert "Ready after" in out
@@ -165,8 +166,9 @@ def test_timeout_when_sshd_never_starts(sshd, keys, remote, tmp_path):
     assert time.monotonic() - started < 5
 
 
-def test_status_from_earlier_boot_is_not_ready(sshd, keys, remote, tmp_path, capsys):
+def test_status_from_earlier_boot_is_not_ready(sshd, keys, remote, tmp_path, capsys, caplog):
     """A "ready" left by the previous boot must not end the wait after a reboot."""
+    caplog.set_level(logging.INFO)
     write_status(remote.status, state="ready", phase="ready", started_at=1_000_000.0)
     sshd.start(keys.host_a)
 
@@ -174,6 +176,7 @@ def test_status_from_earlier_boot_is_not_ready(sshd, keys, remote, tmp_path, cap
 
     assert code == cli.EXIT_TIMEOUT
     assert "Ready" not in capsys.readouterr().out
+    assert any("from an earlier boot" in r.getMessage() for r in caplog.records)
 
 
 def test_missing_status_file_keeps_waiting(sshd, keys, remote, tmp_path):
