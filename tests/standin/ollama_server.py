@@ -628,7 +628,7 @@ class Puller:
         os.replace(partial, final)
 
 
-# --- loaded models and answers -------------------------------------------
+# --- loaded models and replies -------------------------------------------
 
 
 @dataclass
@@ -1072,6 +1072,7 @@ class Handler(BaseHTTPRequestHandler):
         model = request.get("model") or ""
         if not model:
             raise BadRequest("model is required")
+
         prompt = request.get("prompt") or ""
         stream = request.get("stream", True) is not False
         loaded = self._load_or_404(model, request.get("keep_alive"))
@@ -1079,6 +1080,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         current, load_ns = loaded
         base = {"model": current.name}
+
         if not prompt:
             # Ollama only loads (or, with keep_alive 0, unloads) the model for an empty prompt.
             reason = "unload" if parse_duration(request.get("keep_alive"), self.state.config.keep_alive) == 0 else "load"
@@ -1086,11 +1088,13 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(200, {**base, "created_at": now_iso(), "response": "", "done": True,
                                   "done_reason": reason})
             return
+
         timings = make_timings(self.state.config, current.name, (request.get("system") or "") + prompt,
                                load_ns, request.get("options"))
         tokens = answer_tokens(timings.eval_count)
         final = {**base, "created_at": now_iso(), "response": "", "done": True, "done_reason": "stop",
                  "context": [1, 2, 3], **timings.as_dict()}
+
         try:
             if stream:
                 self._start_stream("application/x-ndjson")
@@ -1107,6 +1111,7 @@ class Handler(BaseHTTPRequestHandler):
         model = request.get("model") or ""
         if not model:
             raise BadRequest("model is required")
+
         messages = request.get("messages") or []
         stream = request.get("stream", True) is not False
         loaded = self._load_or_404(model, request.get("keep_alive"))
@@ -1114,16 +1119,19 @@ class Handler(BaseHTTPRequestHandler):
             return
         current, load_ns = loaded
         base = {"model": current.name}
+
         if not messages:
             self.state.release(current)
             self._send_json(200, {**base, "created_at": now_iso(), "message": {"role": "assistant", "content": ""},
                                   "done": True, "done_reason": "load"})
             return
+
         prompt_text = "\n".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
         timings = make_timings(self.state.config, current.name, prompt_text, load_ns, request.get("options"))
         tokens = answer_tokens(timings.eval_count)
         final = {**base, "created_at": now_iso(), "message": {"role": "assistant", "content": ""},
                  "done": True, "done_reason": "stop", **timings.as_dict()}
+
         try:
             if stream:
                 self._start_stream("application/x-ndjson")
@@ -1144,11 +1152,13 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(400, {"error": {"message": "model is required", "type": "invalid_request_error",
                                             "param": None, "code": None}})
             return
+
         messages = request.get("messages") or []
         loaded = self._load_or_404(model, None, openai=True)
         if loaded is None:
             return
         current, load_ns = loaded
+
         options = {"num_predict": request["max_tokens"]} if isinstance(request.get("max_tokens"), int) else None
         prompt_text = "\n".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
         timings = make_timings(self.state.config, current.name, prompt_text, load_ns, options)
@@ -1158,6 +1168,7 @@ class Handler(BaseHTTPRequestHandler):
         usage = {"prompt_tokens": timings.prompt_eval_count, "completion_tokens": timings.eval_count,
                  "total_tokens": timings.prompt_eval_count + timings.eval_count}
         finish = "length" if options and timings.eval_count >= options["num_predict"] else "stop"
+
         try:
             if not request.get("stream"):
                 self._send_json(200, {
@@ -1168,6 +1179,7 @@ class Handler(BaseHTTPRequestHandler):
                     "usage": usage,
                 })
                 return
+
             self._start_stream("text/event-stream")
             for index, token in enumerate(tokens):
                 delta = {"role": "assistant", "content": token} if index == 0 else {"content": token}
@@ -1190,7 +1202,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class BadRequest(Exception):
-    """The request body is invalid; answered with 400 and {"error": ...}."""
+    """An invalid request body, which the handler rejects with 400 and {"error": ...}."""
 
 
 def make_server(config: Config) -> ThreadingHTTPServer:
@@ -1358,7 +1370,12 @@ def main(argv: list[str]) -> int:
         for model in models:
             if command == "ps":
                 share = model["size_vram"] / model["size"] if model["size"] else 0
-                where = "100% GPU" if share >= 1 else "100% CPU" if share == 0 else f"{share:.0%} GPU"
+                if share >= 1:
+                    where = "100% GPU"
+                elif share == 0:
+                    where = "100% CPU"
+                else:
+                    where = f"{share:.0%} GPU"
             else:
                 where = model["modified_at"]
             print(f"{model['name']:40} {model['size']:>14} {where}")
