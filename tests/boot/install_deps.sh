@@ -4,7 +4,7 @@
 #   debootstrap        builds the cached bookworm image
 #   systemd-container  systemd-nspawn boots it
 #   udev               a host udevd gives the loop-device data disk its by-id link
-#                      and udev database; the harness starts and stops it itself
+#                      and udev database (the harness starts and stops it)
 #   iproute2           the private network namespace of the mirror and machines
 #   dpkg-dev           dpkg-scanpackages for the local apt repository
 #   zstd, curl         the Ollama archive and the mirror's readiness probe

@@ -4,9 +4,9 @@ A test machine is a systemd-nspawn container booted from a copy-on-write overlay
 of the cached Debian image (rootfs.py). It lives in a private network namespace
 that holds only a loopback interface, where the local mirror (mirror.py) listens
 on 127.0.0.1, so the machine can reach nothing but the mirror. cloud-init reads
-its user-data from a NoCloud seed. The data disk is a loop device; a udevd on the
+its user-data from a NoCloud seed. The data disk is a loop device. A udevd on the
 host gives it the by-id name a cloud disk has and keeps the udev database that
-lsblk and mount read, and the container sees both through read-only bind mounts.
+lsblk and mount read, and read-only bind mounts show both inside the container.
 
 Every resource here has a close() or a context manager, and HarnessResources
 closes whatever is still open in reverse order, also when a test fails.
@@ -15,6 +15,7 @@ closes whatever is still open in reverse order, also when a test fails.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -115,7 +116,8 @@ def host_prerequisites_missing() -> str | None:
 class HostUdev:
     """A udevd on the host, so loop devices get udev data and /dev/disk links.
 
-    Reuses a running udevd; starts one (and later stops it) only when none answers.
+    A running udevd is reused. Otherwise one is started here and stopped by close().
+    NOTE: while it runs it also handles events of the host's other block devices.
     """
 
     def __init__(self, log_dir: Path):
@@ -170,7 +172,7 @@ class DataDisk:
         self.udev = udev
         self.size_mib = size_mib
         self.device: str | None = None
-        self.rule = UDEV_RULES_DIR / f"61-boot-harness-{serial}.rules"
+        self.rule = UDEV_RULES_DIR / f"61-boot-harness-{os.getpid()}-{serial}.rules"
 
     @property
     def by_id_link(self) -> str:
@@ -341,8 +343,6 @@ def build_apt_repository(repo_dir: Path) -> None:
     packages = run(["dpkg-scanpackages", "--multiversion", "."], cwd=repo_dir).stdout
     (repo_dir / "Packages").write_text(packages)
 
-    import hashlib
-
     lines = [
         "Origin: boot-harness",
         "Label: boot-harness",
@@ -353,6 +353,7 @@ def build_apt_repository(repo_dir: Path) -> None:
         "SHA256:",
     ]
     data = (repo_dir / "Packages").read_bytes()
+    # apt accepts an unsigned repository with [trusted=yes] but still checks these sums.
     lines.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} Packages")
     (repo_dir / "Release").write_text("\n".join(lines) + "\n")
 
@@ -641,7 +642,7 @@ def clean_stale_sessions() -> None:
         for netns in Path("/run/netns").glob(f"oa-boot-{pid}-*"):
             run(["ip", "netns", "delete", netns.name], check=False)
         shutil.rmtree(session, ignore_errors=True)
-    for rule in UDEV_RULES_DIR.glob("61-boot-harness-*.rules") if UDEV_RULES_DIR.exists() else []:
-        rule.unlink(missing_ok=True)
+        for rule in UDEV_RULES_DIR.glob(f"61-boot-harness-{pid}-*.rules"):
+            rule.unlink(missing_ok=True)
 
 

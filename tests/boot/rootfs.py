@@ -1,6 +1,6 @@
 """Build and cache the Debian bookworm root filesystem that boot tests run in.
 
-The tree holds what a fresh cloud image holds: systemd as init, cloud-init, dbus,
+The tree contains what a fresh cloud image contains: systemd as init, cloud-init, dbus,
 udev and openssh-server, plus the packages the bootstrap installs. Building it
 takes a few minutes, so it is cached outside the repository, keyed by the package
 lists, and each test boots a copy-on-write overlay of it that machine.py
@@ -33,8 +33,8 @@ DEBIAN_MIRROR = os.environ.get("OA_BOOT_DEBIAN_MIRROR", "http://deb.debian.org/d
 DEBOOTSTRAP_INCLUDE = ("systemd", "systemd-sysv", "dbus", "udev")
 
 # Everything a fresh cloud image would have, plus every package the bootstrap
-# asks apt for except the kernel headers, which the local apt repository serves
-# because Debian has no headers package for the host's kernel.
+# installs with apt except the kernel headers. Debian has no headers package for
+# the host's kernel, so the harness's local apt repository serves a stand-in.
 IMAGE_PACKAGES = (
     "cloud-init",
     "openssh-server",

@@ -10,12 +10,12 @@ apart from those of a module fixture that is still running.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ if os.environ.get("OA_BOOT_BOOTSTRAP_DIR"):
 log = logging.getLogger(__name__)
 
 MODEL = "qwen3:0.6b"
+LOCK_PATH = Path("/run/lock/ollama-alicloud-boot.lock")
 
 # The test stack: every download points at the local mirror, and the timeouts are
 # short so that fault tests end in seconds. Tests override single keys.
@@ -71,6 +72,7 @@ class BootSession:
         self.test_count = 0
 
     def open(self) -> "BootSession":
+        self._lock_host()
         machine.clean_stale_sessions()
         self.directory.mkdir(parents=True, exist_ok=True)
         if not os.environ.get("OA_BOOT_KEEP"):
@@ -87,6 +89,21 @@ class BootSession:
         machine.build_apt_repository(self.shared_mirror / "apt")
         machine.build_ollama_archive(self.shared_mirror / "ollama-linux-amd64.tar.zst")
         return self
+
+    def _lock_host(self) -> None:
+        """Wait until no other boot session runs on this host.
+
+        Sessions share the host's udevd, which the session that started it stops
+        at its end, so two at once would pull it from under each other.
+        """
+        LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
+        lock = LOCK_PATH.open("a+")
+        self.stack.callback(lock.close)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for the boot session that holds %s to end", LOCK_PATH)
+            fcntl.flock(lock, fcntl.LOCK_EX)
 
     def close(self) -> None:
         self.stack.close()
@@ -170,8 +187,3 @@ class TestBed:
                 parts.append(f"--- {node.name} {label} (last 60 lines) ---")
                 parts.extend(text.splitlines()[-60:])
         return "\n".join(parts)
-
-
-def with_models(settings: Settings, *models: str) -> Settings:
-    """Return SETTINGS with another model list, as `pulumi config set` would give."""
-    return replace(settings, models=tuple(models))
