@@ -171,6 +171,7 @@ def test_served_request_keeps_instance_running(instance: Instance) -> None:
     assert "Ollama served a request" in completed.stderr
     state = json.loads(instance.state_file.read_text())
     assert time.time() - state["last_activity"] < 60, "activity restarts the idle period"
+    assert state["last_busy_reason"] == "Ollama served a request or loaded a model"
 
 
 def test_new_model_load_counts_as_activity(instance: Instance) -> None:

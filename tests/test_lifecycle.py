@@ -9,6 +9,7 @@ from typing import Any
 
 import pulumi
 import pytest
+import yaml
 
 from components import gpu_server, lifecycle
 from components.lifecycle import resolve_auto_release_time
@@ -28,6 +29,8 @@ GET_INSTANCE_TYPES = "alicloud:ecs/getInstanceTypes:getInstanceTypes"
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 KEPT_DISK = {"id": "d-bp1keptmodels", "zoneId": "cn-hangzhou-j", "size": 120, "category": "cloud_essd",
              "snapshotId": "", "status": "Available", "diskName": "ollama-alicloud-dev-models"}
+# ECS rejects user-data above 32 KB before Base64 encoding.
+ECS_USER_DATA_MAX_BYTES = 32 * 1024
 # The acceptance settings of the cost levers.
 COST_LEVERS = {"spot": True, "ttlHours": 8, "idleStopMinutes": 30, "keepModelDisk": True}
 
@@ -234,6 +237,15 @@ def test_idle_stop_role_wiring() -> None:
     assert 'ECS_API_ENDPOINT="https://ecs.cn-hangzhou.aliyuncs.com"' in env
     assert "/opt/ollama-bootstrap/ollama-idle-stop.py" in files
     assert "/etc/systemd/system/ollama-idle-stop.timer" in files
+    runcmd = yaml.safe_load(instance.inputs["userData"])["runcmd"]
+    assert ["systemctl", "enable", "--now", "ollama-idle-stop.timer"] in runcmd
+
+
+def test_user_data_size_with_idle_stop() -> None:
+    # NOTE: the idle-stop script adds about 6 KB, so this user-data (about 20 KB) is over
+    # the 16 KB margin USER_DATA_LIMIT_BYTES keeps for the default stacks; ECS accepts 32 KB.
+    size = len(instance_of(plan("prod", idleStopMinutes=30, ttlHours=8)).inputs["userData"].encode())
+    assert size <= ECS_USER_DATA_MAX_BYTES, f"user-data is {size} bytes"
 
 
 def test_no_role_without_idle_stop() -> None:

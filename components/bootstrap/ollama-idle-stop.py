@@ -229,6 +229,9 @@ def check(config, now):
     models = ollama_models(config)
     reason = activity_reason(state, models)
     state["models"] = models
+    # For operators and tests: when the last check ran and why it counted as busy.
+    state["last_check"] = now
+    state["last_busy_reason"] = reason
     if reason:
         state["last_activity"] = now
         log.info("busy: %s", reason)
