@@ -121,6 +121,10 @@ class GpuServer(pulumi.ComponentResource):
         """
         settings = args.settings
         kept = args.kept_disk
+        if settings.keep_model_disk:
+            pulumi.log.info(f"keepModelDisk: the model disk {model_disk_name(settings)} is kept when the stack is "
+                            f"destroyed, and billed until you delete it")
+
         # ignore_changes: a later zone choice or snapshot setting must not replace a disk full of models.
         options = pulumi.ResourceOptions(
             parent=self,

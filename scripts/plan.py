@@ -39,6 +39,8 @@ MOCK_SPOT_PRICE = "2.25"
 # Outputs of each stack's last mock run in this process: what a StackReference to the
 # stack reads, as the backend would return it after a `pulumi up`.
 MOCK_STACK_OUTPUTS: dict[str, dict[str, Any]] = {}
+# File under the --out directory that keeps a plan's outputs for the next plan.
+OUTPUTS_FILE = "stack-outputs.json"
 # Keys the plan treats as `pulumi config set --secret` values.
 SECRET_KEYS = {f"{PROJECT}:apiKey"}
 # Stands in for an encrypted value from a stack file, which the plan cannot decrypt.
@@ -228,8 +230,12 @@ def decode_write_files(user_data: str) -> dict[str, str]:
 # Inputs worth showing per resource type; everything else is in the full inputs.
 KEY_INPUTS = {
     "alicloud:ecs/instance:Instance": ("instanceType", "availabilityZone", "imageId", "systemDiskSize",
-                                       "internetMaxBandwidthOut", "instanceChargeType"),
-    "alicloud:ecs/ecsDisk:EcsDisk": ("size", "category", "zoneId"),
+                                       "internetMaxBandwidthOut", "instanceChargeType", "spotStrategy",
+                                       "spotInterruptionBehavior", "autoReleaseTime"),
+    "alicloud:ecs/ecsDisk:EcsDisk": ("size", "category", "zoneId", "snapshotId"),
+    "alicloud:ram/role:Role": ("roleName",),
+    "alicloud:ram/policy:Policy": ("policyName", "policyDocument"),
+    "alicloud:ecs/ramRoleAttachment:RamRoleAttachment": ("ramRoleName",),
     "alicloud:ecs/securityGroupRule:SecurityGroupRule": ("type", "ipProtocol", "portRange", "cidrIp"),
     "alicloud:vpc/network:Network": ("cidrBlock",),
     "alicloud:vpc/switch:Switch": ("cidrBlock", "zoneId"),
@@ -301,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated zones the mocked stock look-up returns; empty means sold out")
     parser.add_argument("--out", type=Path, default=None,
                         help="directory for the rendered user-data (default: plan/<stack>)")
+    parser.add_argument("--spot-zones", default=None,
+                        help="comma-separated zones the mocked spot stock look-up returns (default: --zones)")
+    parser.add_argument("--fresh", action="store_true",
+                        help=f"plan as for a stack never deployed: ignore the outputs in <out>/{OUTPUTS_FILE}")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
@@ -311,15 +321,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     zones = tuple(zone for zone in args.zones.split(",") if zone)
 
+    spot_zones = None if args.spot_zones is None else tuple(zone for zone in args.spot_zones.split(",") if zone)
+    out_dir = args.out or ROOT / "plan" / args.stack
+    # The outputs of the previous plan stand in for the backend's, so a second plan shows
+    # what a second `pulumi up` would do (the auto-release time, for one, stays the same).
+    outputs_file = out_dir / OUTPUTS_FILE
+    previous = {} if args.fresh or not outputs_file.exists() else json.loads(outputs_file.read_text())
+
     try:
         with contextlib.redirect_stderr(sys.stderr):
-            result = run_program(load_stack_config(args.stack, overrides), stack=args.stack, zones=zones)
+            result = run_program(load_stack_config(args.stack, overrides), stack=args.stack, zones=zones,
+                                 spot_zones=spot_zones, stack_outputs=previous)
     except pulumi.RunError as error:
         logger.error("%s", error)
         return 2
 
     print_plan(result)
-    written = write_review_files(result, args.out or ROOT / "plan" / args.stack)
+    written = write_review_files(result, out_dir)
+    outputs_file.write_text(json.dumps(result.exports, indent=2, default=str) + "\n")
     size = len(written.read_bytes())
     logger.info("user-data written to %s (%d bytes); instance files under %s", written, size,
                 written.parent / "files")

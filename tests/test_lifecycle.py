@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -14,6 +15,7 @@ import yaml
 from components import gpu_server, lifecycle
 from components.lifecycle import resolve_auto_release_time
 from scripts.plan import MOCK_ACCOUNT_ID, MOCK_PRICE, MOCK_SPOT_PRICE, MOCK_STACK_OUTPUTS, decode_write_files
+from scripts import plan as plan_cli
 from scripts.plan import plan_stack as plan
 
 INSTANCE = "alicloud:ecs/instance:Instance"
@@ -357,3 +359,20 @@ def test_cost_levers_together(monkeypatch: pytest.MonkeyPatch) -> None:
     assert instance_of(second).inputs["autoReleaseTime"] == instance_of(first).inputs["autoReleaseTime"]
     assert len(first.of_type(POLICY)) == 1
     assert all(opts.retain_on_delete for opts in captured.values())
+
+
+def test_plan_cli_keeps_release_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two offline plans in separate runs show what two `pulumi up` runs would do."""
+    args = ["--stack", "dev", "--set", "ttlHours=8", "--out", str(tmp_path)]
+    assert plan_cli.main(args) == 0
+    first = json.loads((tmp_path / plan_cli.OUTPUTS_FILE).read_text())["autoReleaseTime"]
+
+    later = datetime.now(timezone.utc) + timedelta(hours=1)
+    monkeypatch.setattr(lifecycle, "utc_now", lambda: later)
+    assert plan_cli.main(args) == 0
+    second = json.loads((tmp_path / plan_cli.OUTPUTS_FILE).read_text())["autoReleaseTime"]
+    assert plan_cli.main([*args, "--fresh"]) == 0
+    fresh = json.loads((tmp_path / plan_cli.OUTPUTS_FILE).read_text())["autoReleaseTime"]
+
+    assert second == first
+    assert parse_utc(fresh) - parse_utc(first) >= timedelta(minutes=59)
