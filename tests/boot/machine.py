@@ -43,6 +43,7 @@ MIRROR_URL = f"http://127.0.0.1:{MIRROR_PORT}"
 OLLAMA_API = "http://127.0.0.1:11434"
 UDEV_RULES_DIR = Path("/run/udev/rules.d")
 UDEVD = Path("/lib/systemd/systemd-udevd")
+SESSION_ENV = "OA_BOOT_SESSION"
 
 STATUS_PATH = "var/lib/ollama-bootstrap/status.json"
 BOOTSTRAP_LOG_PATH = "var/log/ollama-bootstrap.log"
@@ -123,6 +124,7 @@ class HostUdev:
     def __init__(self, log_dir: Path):
         self.process: subprocess.Popen | None = None
         self.log_path = log_dir / "udevd.log"
+        self.pid_path = log_dir / "udevd.pid"
 
     def start(self) -> None:
         if run(["udevadm", "control", "--ping"], check=False, timeout=10).returncode == 0:
@@ -134,6 +136,7 @@ class HostUdev:
                                             stdin=subprocess.DEVNULL)
         wait_for(lambda: run(["udevadm", "control", "--ping"], check=False, timeout=10).returncode == 0,
                  15, "the host udevd to answer")
+        self.pid_path.write_text(f"{self.process.pid}\n")
         log.info("started udevd, pid %d", self.process.pid)
 
     def settle(self) -> None:
@@ -491,6 +494,8 @@ class Machine:
             f"--machine={self.name}",
             f"--network-namespace-path={self.netns.path}",
             "--bind-ro=/run/udev",
+            # Marks the container's init so that a later session can find it if this one dies.
+            f"--setenv={SESSION_ENV}={os.getpid()}",
         ]
         if disk is not None and disk.device is not None:
             command += [f"--bind={disk.device}", "--bind-ro=/dev/disk"]
@@ -617,6 +622,37 @@ def _children(pid: int) -> list[int]:
 # --- cleanup of earlier, interrupted sessions ---------------------------------------
 
 
+def _kill_containers_of_session(session_pid: int) -> None:
+    """Kill the init of every container that a dead session booted, ending its PID namespace."""
+    marker = f"{SESSION_ENV}={session_pid}".encode()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            environment = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in environment:
+            log.warning("killing container init %s left by boot session %d", proc.name, session_pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+
+
+def _kill_processes_of_session(session: Path) -> None:
+    """Kill the mirrors and the udevd that a dead session started."""
+    udevd_pid_file = session / "udevd.pid"
+    udevd_pid = udevd_pid_file.read_text().strip() if udevd_pid_file.exists() else None
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            command_line = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        is_mirror = "mirror.py" in command_line and str(session) in command_line
+        is_udevd = proc.name == udevd_pid and "systemd-udevd" in command_line
+        if is_mirror or is_udevd:
+            log.warning("killing %s (pid %s) left by %s", command_line.split()[0], proc.name, session)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+
+
 def clean_stale_sessions() -> None:
     """Undo what an interrupted session left: overlay mounts, loop devices, namespaces, rules.
 
@@ -630,6 +666,8 @@ def clean_stale_sessions() -> None:
         if Path(f"/proc/{pid}").exists():
             continue
         log.info("cleaning up stale boot session %s", session)
+        _kill_containers_of_session(pid)
+        _kill_processes_of_session(session)
         for line in Path("/proc/self/mounts").read_text().splitlines():
             mount_point = line.split()[1]
             if mount_point.startswith(str(session)):
