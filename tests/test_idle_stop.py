@@ -25,6 +25,9 @@ from components.userdata import BOOTSTRAP_DIR
 from tests.standin.alicloud_api import INSTANCE_ID, ROLE_NAME, SECURITY_TOKEN, AlicloudStandin, StandinState
 
 SCRIPT = BOOTSTRAP_DIR / "ollama-idle-stop.py"
+# The instance runs the script with its own python3 (3.6 on Alibaba Cloud Linux 3); set
+# IDLE_STOP_PYTHON to such an interpreter to test with it.
+PYTHON = os.environ.get("IDLE_STOP_PYTHON", sys.executable)
 IDLE_MINUTES = 30
 LOADED_MODEL = {"name": "qwen3:0.6b", "expires_at": "2026-12-04T21:00:00Z", "size_vram": 500}
 
@@ -111,7 +114,7 @@ class Instance:
             "BOOTSTRAP_STATE_DIR": str(self.root),
             "IDLE_STOP_STATE": str(self.state_file),
         }
-        return subprocess.run([sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True,
+        return subprocess.run([PYTHON, str(SCRIPT)], env=env, capture_output=True, text=True,
                               timeout=60, check=False)
 
 
