@@ -188,7 +188,11 @@ def ssh_sessions():
 
 
 def activity_reason(state, models):
-    """Return why the instance counts as busy now, or None when nothing happened since the last run."""
+    """Return why the instance counts as busy now, or None when nothing happened since the last run.
+
+    NOTE: Ollama moves expires_at when a request ends, so one generation that runs
+    longer than IDLE_STOP_MINUTES, with no other request, is not seen as activity.
+    """
     if bootstrap_state() == "running":
         return "bootstrap running"
     if models is not None and models != state.get("models"):
