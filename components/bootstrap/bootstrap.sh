@@ -128,7 +128,8 @@ run_phase() {
 
 phase_ok() {
   local state _
-  read -r state _ < "$RUN_DIR/phase.$1" 2> /dev/null || return 1
+  # 2> comes first: bash applies redirections left to right.
+  read -r state _ 2> /dev/null < "$RUN_DIR/phase.$1" || return 1
   [[ $state == "done" ]]
 }
 
@@ -424,8 +425,8 @@ model_present() {
 # Pull one model once. Return 1 with the reason in $RUN_DIR/pull_reason when the stream
 # reports an error, ends early, or makes no progress for PULL_STALL_SECONDS.
 pull_once() {
-  local source=$1 base_pulled=$2 line fd curl_pid insecure=false sum total_sum digest
-  local last_progress=$SECONDS best=-1 last_write=0 read_rc
+  local source=$1 base_pulled=$2 line fd curl_pid insecure=false sum=0 total_sum=0 digest
+  local last_progress=$SECONDS best=-1 last_write=0 read_rc status="" last_status=""
   local -A completed=() totals=()
   [[ $MODEL_REGISTRY_INSECURE == true ]] && insecure=true
 
@@ -448,6 +449,9 @@ pull_once() {
       printf '%s\n' "${BASH_REMATCH[1]}" > "$RUN_DIR/pull_reason"
       break
     elif [[ $line == *'"status":"success"'* ]]; then
+      # Record the final count: progress lines are written at most every 2 s.
+      printf '%s %s\n' "$((base_pulled + total_sum))" "$((base_pulled + total_sum))" > "$RUN_DIR/bytes"
+      write_status
       exec {fd}<&-
       return 0
     fi
@@ -463,9 +467,12 @@ pull_once() {
       sum=$((sum + ${completed[$digest]:-0}))
       total_sum=$((total_sum + totals[$digest]))
     done
-    # Progress lines keep coming during a stall; only a growing byte count counts.
-    if [[ $sum -gt $best ]]; then
+    [[ $line =~ \"status\":\"([^\"]*)\" ]] && status=${BASH_REMATCH[1]}
+    # Progress lines keep coming during a stall, so only a growing byte count or a new
+    # step (such as verifying the digest of a large blob) counts as progress.
+    if [[ $sum -gt $best || $status != "$last_status" ]]; then
       best=$sum
+      last_status=$status
       last_progress=$SECONDS
     elif ((SECONDS - last_progress >= PULL_STALL_SECONDS)); then
       printf 'no progress for %s s (stuck at %s of %s bytes)\n' "$PULL_STALL_SECONDS" "$sum" "$total_sum" > "$RUN_DIR/pull_reason"

@@ -53,6 +53,8 @@ IMAGE_PACKAGES = (
     "build-essential",
     "dkms",
     "passwd",
+    # The API-key proxy; the bootstrap installs it only when apiKey is set.
+    "nginx",
 )
 
 BUILDER_VERSION = "1"

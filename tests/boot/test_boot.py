@@ -21,7 +21,7 @@ from testbed import MODEL
 # two minutes from Debian's mirror), so these tests get more than the default timeout.
 pytestmark = [pytest.mark.boot, pytest.mark.timeout(600)]
 
-PHASES = ("disk", "packages", "driver", "ollama", "pull", "gpu", "preload")
+PHASES = ("disk", "packages", "driver", "ollama", "proxy", "pull", "gpu", "preload")
 SECOND_MODEL = "smollm2:135m"
 
 
