@@ -29,7 +29,8 @@ AUTH_HELPER = ROOT / "components" / "bootstrap" / "ollama-auth.py"
 STANDIN = ROOT / "tests" / "standin" / "ollama_server.py"
 API_KEY = "proxy-test-key-0123456789abcdef0123456789abcdef"
 MODEL = "tiny:1b"
-MANAGEMENT_PATHS = ("/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs/sha256:00")
+MANAGEMENT_PATHS = ("/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs/sha256:00",
+                    "/api/me", "/api/signout", "/api/user/keys/abc", "/api/experimental/web_search")
 
 
 @dataclass
@@ -166,6 +167,12 @@ def test_proxy_streams_chat_with_key(proxy: Proxy) -> None:
     assert len(arrivals) >= 10, "a streamed chat arrives in several chunks"
     # 20 tokens 0.05 s apart: a proxy that held the response back would deliver them all at the end.
     assert arrivals[0] < arrivals[-1] / 2, f"first chunk at {arrivals[0]:.2f} s of {arrivals[-1]:.2f} s"
+
+
+def test_proxy_passes_public_host_name(proxy: Proxy) -> None:
+    """Guards against Ollama's 403 for a public Host header when it listens on loopback."""
+    response = request(proxy, "GET", "/api/tags", key=API_KEY, headers={"Host": "47.96.1.2:11434"})
+    assert response.status == 200
 
 
 def test_proxy_openai_endpoint_with_key(proxy: Proxy) -> None:

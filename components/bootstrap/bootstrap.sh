@@ -355,7 +355,9 @@ server {
     client_max_body_size 1g;
     proxy_http_version 1.1;
     proxy_set_header Connection "";
-    proxy_set_header Host \$host;
+    # On loopback, Ollama rejects Host names that are not local (its DNS-rebinding
+    # guard), and clients send the instance's public address.
+    proxy_set_header Host $OLLAMA_BIND;
     proxy_read_timeout 1h;
     proxy_send_timeout 1h;
     # Streamed tokens must reach the client as they are produced.
@@ -372,11 +374,18 @@ server {
         proxy_set_header X-Real-IP \$remote_addr;
     }
 
-    # Model management stays closed unless allowModelManagement is set.
-    location ~ ^/api/(pull|push|create|copy|delete)\$ {
+    # Model management, and the endpoints that act for the server's ollama.com
+    # account, stay closed unless allowModelManagement is set.
+    location ~ ^/api/(pull|push|create|copy|delete|me|signout)\$ {
         $management
     }
     location ^~ /api/blobs/ {
+        $management
+    }
+    location ^~ /api/user/ {
+        $management
+    }
+    location ^~ /api/experimental/ {
         $management
     }
 

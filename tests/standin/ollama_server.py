@@ -77,12 +77,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import http.client
+import ipaddress
 import json
 import logging
 import math
 import os
 import re
 import select
+import socket
 import shutil
 import subprocess
 import sys
@@ -884,8 +886,30 @@ class Handler(BaseHTTPRequestHandler):
         self._send_json(401, {"error": "unauthorized"})
         return False
 
+    def _host_allowed(self) -> bool:
+        """Apply Ollama's DNS-rebinding guard: on a loopback address, reject public Host names.
+
+        Real Ollama (server/routes.go, allowedHostsMiddleware) answers 403 when it listens
+        on loopback and the Host header names neither a loopback, private or unspecified
+        address, nor localhost, this machine's hostname or a .localhost/.local/.internal name.
+        """
+        if not ipaddress.ip_address(self.server.server_address[0]).is_loopback:
+            return True
+        host = self.headers.get("Host", "")
+        host = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+        host = host.strip("[]").lower()
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return host in ("", "localhost", socket.gethostname().lower()) or host.endswith(
+                (".localhost", ".local", ".internal"))
+        return address.is_loopback or address.is_private or address.is_unspecified
+
     def _dispatch(self, routes: dict[str, Callable[[], None]]) -> None:
         path = self.path.split("?", 1)[0]
+        if not self._host_allowed():
+            self._send_text(403, "")
+            return
         route = routes.get(path)
         if route is None:
             self._send_text(404, "404 page not found")

@@ -447,3 +447,17 @@ def test_cli_serve_reads_ollama_host_and_models(tmp_path):
     assert version["version"] == standin.DEFAULT_VERSION
     assert (tmp_path / "store" / "manifests" / "registry.ollama.ai" / "library" / "tiny" / "1b").is_file()
     assert "tiny:1b" in listed.stdout
+
+
+def test_public_host_rejected_on_loopback(start):
+    """Guards against a proxy test passing where real Ollama's DNS-rebinding guard answers 403."""
+    import http.client as http_client
+
+    port = start().server.server_address[1]
+    public = http_client.HTTPConnection("127.0.0.1", port, timeout=10)
+    public.request("GET", "/api/tags", headers={"Host": "47.96.1.2:11434"})
+    local = http_client.HTTPConnection("127.0.0.1", port, timeout=10)
+    local.request("GET", "/api/tags", headers={"Host": "localhost:11434"})
+
+    assert public.getresponse().status == 403
+    assert local.getresponse().status == 200
