@@ -101,7 +101,7 @@ class Instance:
         self.state_file.write_text(json.dumps({"last_activity": time.time() - idle_seconds, "models": models,
                                                "stop_requested_at": None}))
 
-    def run(self) -> subprocess.CompletedProcess[str]:
+    def run(self, **environment: str) -> subprocess.CompletedProcess[str]:
         bin_dir = self.root / "bin"
         bin_dir.mkdir(exist_ok=True)
         who = bin_dir / "who"
@@ -113,6 +113,7 @@ class Instance:
             "BOOTSTRAP_CONFIG": str(self.root / "bootstrap.env"),
             "BOOTSTRAP_STATE_DIR": str(self.root),
             "IDLE_STOP_STATE": str(self.state_file),
+            **environment,
         }
         return subprocess.run([PYTHON, str(SCRIPT)], env=env, capture_output=True, text=True,
                               timeout=60, check=False)
@@ -255,6 +256,28 @@ def test_unknown_role_fails_without_stop(instance: Instance) -> None:
 
     assert completed.returncode == 1
     assert "HTTP 404" in completed.stderr
+    assert instance.standin.state.stop_calls == []
+
+
+@pytest.mark.parametrize(("idle_seconds", "expected_stop_calls"), [(25, 1), (15, 0)])
+def test_idle_stop_seconds_override(instance: Instance, idle_seconds: int, expected_stop_calls: int) -> None:
+    """The boot tests rely on IDLE_STOP_SECONDS replacing the IDLE_STOP_MINUTES period."""
+    instance.seed_state(idle_seconds=idle_seconds)
+
+    completed = instance.run(IDLE_STOP_SECONDS="20")
+
+    assert completed.returncode == 0, completed.stderr
+    assert len(instance.standin.state.stop_calls) == expected_stop_calls
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "20s", ""])
+def test_invalid_idle_stop_seconds_exit_2(instance: Instance, value: str) -> None:
+    instance.seed_state(idle_seconds=IDLE_MINUTES * 60 + 5)
+
+    completed = instance.run(IDLE_STOP_SECONDS=value)
+
+    assert completed.returncode == 2
+    assert "IDLE_STOP_SECONDS" in completed.stderr
     assert instance.standin.state.stop_calls == []
 
 

@@ -8,6 +8,10 @@ bootstrap still in progress and an SSH login. Once the instance has been idle lo
 enough, it calls the ECS API StopInstance with StoppedMode=StopCharging, signed with the
 temporary credentials of the instance RAM role from the metadata service.
 
+Test knob: IDLE_STOP_SECONDS in the environment, when set, replaces IDLE_STOP_MINUTES x 60
+as the idle period. The boot tests set it in a systemd drop-in so that an idle stop
+happens within seconds. The user-data never sets it.
+
 Standard library only, and Python 3.6 syntax: cloud-init runs on the image's python3,
 which is 3.6 on Alibaba Cloud Linux 3. The `aliyun` CLI would need a download at boot
 because neither Alibaba Cloud Linux 3 nor Ubuntu carries it in its default repositories.
@@ -220,9 +224,8 @@ def save_state(state):
     os.replace(temporary, STATE_PATH)
 
 
-def check(config, now):
-    """Run one check; return the exit code."""
-    idle_limit = int(config["IDLE_STOP_MINUTES"]) * 60
+def check(config, now, idle_limit):
+    """Run one check against an idle period of idle_limit seconds and return the exit code."""
     state = load_state(now)
 
     requested = state.get("stop_requested_at")
@@ -272,7 +275,16 @@ def main():
     except (OSError, KeyError, ValueError) as error:
         log.error("invalid config %s: missing or bad %s", CONFIG_PATH, error)
         return 2
-    return check(config, time.time())
+
+    idle_limit = int(config["IDLE_STOP_MINUTES"]) * 60
+    override = os.environ.get("IDLE_STOP_SECONDS")
+    if override is not None:
+        if not override.isdigit() or int(override) <= 0:
+            log.error("invalid IDLE_STOP_SECONDS %r: expected a whole number of seconds above 0", override)
+            return 2
+        idle_limit = int(override)
+        log.info("IDLE_STOP_SECONDS=%d replaces IDLE_STOP_MINUTES=%s", idle_limit, config["IDLE_STOP_MINUTES"])
+    return check(config, time.time(), idle_limit)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
 The idle-stop timer runs as installed by the user-data, under real systemd. Stand-ins
 for the metadata service and the ECS API listen on 127.0.0.1 inside the test's network
 namespace (tests/standin/alicloud_api.py) and record every StopInstance call.
+
+The production timer checks once a minute against an idle period of whole minutes. After
+the user-data has enabled it, systemd drop-ins make it check every few seconds against an
+idle period of IDLE_STOP_SECONDS, so that the busy and idle phases take seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -24,11 +28,28 @@ STANDIN = machine.REPO_ROOT / "tests" / "standin" / "alicloud_api.py"
 METADATA_PORT = 8100
 ECS_PORT = 8101
 INSTANCE_ID = "i-boottestidlestop"
-# The timer's first check comes 1 minute after boot and then every minute; one idle
-# minute ends at the second or third check.
-STOP_DEADLINE_SECONDS = 300
-BUSY_SECONDS = 150
-REQUEST_INTERVAL_SECONDS = 20
+CHECK_INTERVAL_SECONDS = 5
+IDLE_LIMIT_SECONDS = 20
+# Longer than the idle period, so a busy check that misses requests stops the instance.
+BUSY_SECONDS = 45
+REQUEST_INTERVAL_SECONDS = 5
+# The idle period, plus the check that notices its end, plus the timer's accuracy and slack.
+STOP_DEADLINE_SECONDS = 60
+# Drop-ins that replace the production timing: the timer fires CHECK_INTERVAL_SECONDS
+# after each check, and the check uses an idle period in seconds. The empty
+# OnUnitActiveSec= clears the production value instead of adding a second one.
+TIMER_DROPIN = f"""\
+# Boot test: check every {CHECK_INTERVAL_SECONDS} s instead of every minute.
+[Timer]
+OnUnitActiveSec=
+OnUnitActiveSec={CHECK_INTERVAL_SECONDS}s
+AccuracySec=1s
+"""
+SERVICE_DROPIN = f"""\
+# Boot test: an idle period of {IDLE_LIMIT_SECONDS} s instead of IDLE_STOP_MINUTES.
+[Service]
+Environment=IDLE_STOP_SECONDS={IDLE_LIMIT_SECONDS}
+"""
 
 
 class CloudApiStandin:
@@ -85,6 +106,21 @@ def idle_stop_state(node: machine.Machine) -> dict:
     return json.loads(node.shell("cat /run/ollama-idle-stop/state.json").stdout)
 
 
+def shorten_idle_stop_timing(node: machine.Machine) -> None:
+    """Install the test drop-ins for the idle-stop timer and service, then run the first check.
+
+    The first check starts the timer's OnUnitActiveSec cadence. A restart alone did not:
+    under systemd 252 in the boot harness, the restarted timer went to "elapsed" and never
+    fired, even with OnActiveSec=1s in its drop-in.
+    """
+    for unit, text in (("ollama-idle-stop.timer", TIMER_DROPIN), ("ollama-idle-stop.service", SERVICE_DROPIN)):
+        dropin = node.file(f"/etc/systemd/system/{unit}.d")
+        dropin.mkdir(parents=True, exist_ok=True)
+        (dropin / "90-boot-test-timing.conf").write_text(text)
+    node.shell("systemctl daemon-reload && systemctl restart ollama-idle-stop.timer"
+               " && systemctl start ollama-idle-stop.service")
+
+
 def idle_stop_diagnostics(node: machine.Machine) -> str:
     script = ("systemctl list-timers --all --no-pager; systemctl status ollama-idle-stop.service --no-pager; "
               "cat /run/ollama-idle-stop/state.json; journalctl -u ollama-idle-stop.service --no-pager -o cat")
@@ -93,7 +129,12 @@ def idle_stop_diagnostics(node: machine.Machine) -> str:
 
 @pytest.fixture(scope="module")
 def idle_machine(boot_session):
-    """One instance with idleStopMinutes=1, booted until the bootstrap is ready."""
+    """One instance with idleStopMinutes=1, booted until the bootstrap is ready.
+
+    Yields the test bed, the machine, the API stand-in, the bootstrap status, and the
+    timer's is-enabled and is-active output as the user-data left it, before the test
+    drop-ins shorten its timing.
+    """
     bed = boot_session.new_testbed("idle-stop")
     try:
         settings = idle_stop_settings()
@@ -102,7 +143,13 @@ def idle_machine(boot_session):
         disk.attach()
         node = bed.launch(settings, disk, instance_id=INSTANCE_ID)
         status = node.wait_for_bootstrap()
-        yield bed, node, standin, status
+        timer_as_installed = {
+            "enabled": node.shell("systemctl is-enabled ollama-idle-stop.timer", check=False).stdout.strip(),
+            "active": node.shell("systemctl is-active ollama-idle-stop.timer", check=False).stdout.strip(),
+        }
+        if status["state"] == "ready":
+            shorten_idle_stop_timing(node)
+        yield bed, node, standin, status, timer_as_installed
     finally:
         bed.close()
 
@@ -114,18 +161,17 @@ def idle(idle_machine, request):
 
 
 def test_idle_timer_installed(idle):
-    _, node, _, status = idle
+    """The user-data installs, enables and starts the timer, before the test drop-ins change it."""
+    _, _, _, status, timer_as_installed = idle
 
     assert status["state"] == "ready", status
-    enabled = node.shell("systemctl is-enabled ollama-idle-stop.timer", check=False).stdout.strip()
-    assert enabled == "enabled"
-    active = node.shell("systemctl is-active ollama-idle-stop.timer", check=False).stdout.strip()
-    assert active == "active"
+    assert timer_as_installed["enabled"] == "enabled"
+    assert timer_as_installed["active"] == "active"
 
 
 def test_busy_instance_not_stopped(idle):
-    """Requests every 20 s keep a 1-minute idle limit from ever being reached."""
-    _, node, standin, _ = idle
+    """Requests every 5 s keep a 20 s idle period from ever being reached."""
+    _, node, standin, _, _ = idle
 
     deadline = time.monotonic() + BUSY_SECONDS
     while time.monotonic() < deadline:
@@ -135,18 +181,20 @@ def test_busy_instance_not_stopped(idle):
     state = idle_stop_state(node)
     assert standin.calls() == [], idle_stop_diagnostics(node)
     assert state["last_busy_reason"] == "Ollama served a request or loaded a model", state
-    assert time.time() - state["last_check"] < 90, "the timer stopped checking"
+    assert time.time() - state["last_check"] < 4 * CHECK_INTERVAL_SECONDS, "the timer stopped checking"
 
 
 def test_idle_instance_stopped_once(idle):
-    _, node, standin, _ = idle
+    _, node, standin, _, _ = idle
 
     machine.wait_for(standin.stop_calls, STOP_DEADLINE_SECONDS, "a StopInstance call")
     # The next checks must see the request already made and not repeat it.
-    time.sleep(75)
+    time.sleep(3 * CHECK_INTERVAL_SECONDS)
 
     calls = standin.stop_calls()
+    journal = node.shell("journalctl -u ollama-idle-stop.service --no-pager -o cat").stdout
     assert len(calls) == 1, idle_stop_diagnostics(node)
+    assert "waiting for the instance to stop" in journal, "no check ran after the stop request"
     assert calls[0]["InstanceId"] == INSTANCE_ID
     assert calls[0]["StoppedMode"] == "StopCharging"
     assert [call for call in standin.calls() if not call["accepted"]] == []
