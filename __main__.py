@@ -8,6 +8,7 @@ from components.idle_stop import IdleStopArgs, IdleStopRole
 from components.lifecycle import TimeToLive, choose_capacity, find_kept_disk, look_up_hourly_price
 from components.placement import PlacementError, choose_image
 from components.settings import SettingsError, build_settings, read_config
+from components.userdata import UserDataTooLarge, check_user_data_size
 
 try:
     settings = build_settings(
@@ -15,11 +16,12 @@ try:
         project=pulumi.get_project(),
         stack=pulumi.get_stack(),
     )
+    check_user_data_size(settings)
     kept_disk = find_kept_disk(settings)
     capacity = choose_capacity(settings, kept_disk)
     zone = capacity.zone
     image_id = choose_image(settings)
-except (SettingsError, PlacementError) as error:
+except (SettingsError, UserDataTooLarge, PlacementError) as error:
     # RunError prints the message alone, without a Python traceback.
     raise pulumi.RunError(str(error)) from None
 

@@ -87,6 +87,7 @@ DISK_CATEGORIES = ("cloud_essd", "cloud_auto", "cloud_essd_entry", "cloud_ssd", 
 GPU_INSTANCE_TYPE = re.compile(r"^ecs\.(?:ebm|scc)?[vs]?gn\d+[a-z]*(?:-[a-z0-9]+)?\.[a-z0-9]+$")
 INSTANCE_TYPE = re.compile(r"^ecs\.[a-z0-9-]+\.[a-z0-9]+$")
 ZONE = re.compile(r"^[a-z]{2}-[a-z0-9-]+$")
+REGION = re.compile(r"^[a-z]{2}-[a-z0-9-]+$")
 IMAGE_ID = re.compile(r"^m-[a-z0-9]+$")
 VPC_ID = re.compile(r"^vpc-[a-z0-9]+$")
 VSWITCH_ID = re.compile(r"^vsw-[a-z0-9]+$")
@@ -299,25 +300,29 @@ def build_settings(values: Mapping[str, Any], *, project: str = PROJECT, stack: 
         problems.append(
             Problem("alicloud:region", "", "missing", "pulumi config set alicloud:region cn-hangzhou")
         )
+    elif not REGION.fullmatch(region):
+        problems.append(Problem("alicloud:region", region, "not a region ID such as cn-hangzhou",
+                                "pulumi config set alicloud:region cn-hangzhou"))
+        region = ""
 
     instance_type = merged["instanceType"]
-    if not isinstance(instance_type, str) or not INSTANCE_TYPE.match(instance_type):
+    if not isinstance(instance_type, str) or not INSTANCE_TYPE.fullmatch(instance_type):
         problem("instanceType", "not an ECS instance type such as ecs.gn7i-c16g1.4xlarge",
                 "pulumi config set instanceType ecs.gn7i-c16g1.4xlarge")
-    elif not GPU_INSTANCE_TYPE.match(instance_type):
+    elif not GPU_INSTANCE_TYPE.fullmatch(instance_type):
         problem("instanceType", "not a GPU instance type (gn, vgn, sgn, ebmgn families); "
                 "Ollama would run the model on the CPU",
                 "pulumi config set instanceType ecs.gn7i-c16g1.4xlarge")
 
     zone = merged["zone"] or None
     if zone is not None:
-        if not isinstance(zone, str) or not ZONE.match(zone):
+        if not isinstance(zone, str) or not ZONE.fullmatch(zone):
             problem("zone", "not a zone ID such as cn-hangzhou-i", "pulumi config rm zone   # pick a zone automatically")
         elif region and not zone.startswith(region):
             problem("zone", f"not a zone of region {region}", "pulumi config rm zone   # pick a zone automatically")
 
     image_id = merged["imageId"] or None
-    if image_id is not None and (not isinstance(image_id, str) or not IMAGE_ID.match(image_id)):
+    if image_id is not None and (not isinstance(image_id, str) or not IMAGE_ID.fullmatch(image_id)):
         problem("imageId", "not an image ID such as m-bp1...", "pulumi config rm imageId   # use the newest Alibaba Cloud Linux 3")
 
     system_disk_size = merged["systemDiskSize"]
@@ -342,7 +347,7 @@ def build_settings(values: Mapping[str, Any], *, project: str = PROJECT, stack: 
     ollama_version = _check_ollama_version(merged["ollamaVersion"], problem)
 
     driver = merged["nvidiaDriverVersion"]
-    driver_match = DRIVER_VERSION.match(driver) if isinstance(driver, str) else None
+    driver_match = DRIVER_VERSION.fullmatch(driver) if isinstance(driver, str) else None
     if driver_match is None:
         problem("nvidiaDriverVersion", "not an NVIDIA driver version such as 550.127.08",
                 f"pulumi config set nvidiaDriverVersion {DEFAULTS['nvidiaDriverVersion']}")
@@ -363,10 +368,10 @@ def build_settings(values: Mapping[str, Any], *, project: str = PROJECT, stack: 
 
     vpc_id = merged["vpcId"] or None
     vswitch_id = merged["vswitchId"] or None
-    if vpc_id is not None and not VPC_ID.match(str(vpc_id)):
+    if vpc_id is not None and not VPC_ID.fullmatch(str(vpc_id)):
         problem("vpcId", "not a VPC ID such as vpc-bp1...", "pulumi config rm vpcId   # create a new VPC")
     if vswitch_id is not None:
-        if not VSWITCH_ID.match(str(vswitch_id)):
+        if not VSWITCH_ID.fullmatch(str(vswitch_id)):
             problem("vswitchId", "not a vSwitch ID such as vsw-bp1...", "pulumi config rm vswitchId")
         elif vpc_id is None:
             problem("vswitchId", "set without vpcId; the security group needs the vSwitch's VPC",
@@ -379,15 +384,15 @@ def build_settings(values: Mapping[str, Any], *, project: str = PROJECT, stack: 
                 "pulumi config set vswitchId vsw-...")
 
     keep_alive = merged["keepAlive"]
-    if not isinstance(keep_alive, str) or not keep_alive or not KEEP_ALIVE.match(keep_alive):
+    if not isinstance(keep_alive, str) or not keep_alive or not KEEP_ALIVE.fullmatch(keep_alive):
         problem("keepAlive", "not an Ollama duration such as 30m, 1h or -1 (forever)", "pulumi config set keepAlive 1h")
 
     for key in ("driverBaseUrl", "ollamaBaseUrl"):
-        if not isinstance(merged[key], str) or not BASE_URL.match(merged[key]):
+        if not isinstance(merged[key], str) or not BASE_URL.fullmatch(merged[key]):
             problem(key, "not an http(s) URL without spaces or quotes", f"pulumi config set {key} {DEFAULTS[key]}")
 
     registry = merged["modelRegistry"] or None
-    if registry is not None and (not isinstance(registry, str) or not REGISTRY_HOST.match(registry)):
+    if registry is not None and (not isinstance(registry, str) or not REGISTRY_HOST.fullmatch(registry)):
         problem("modelRegistry", "not a registry host such as registry.example.com or host:port",
                 "pulumi config rm modelRegistry   # use Ollama's own registry")
 
@@ -399,7 +404,7 @@ def build_settings(values: Mapping[str, Any], *, project: str = PROJECT, stack: 
     _check_api_key(api_key, merged.get("apiKeyIsSecret", True), problem)
 
     origins = merged["allowedOrigins"]
-    if not isinstance(origins, list) or not all(isinstance(o, str) and ORIGIN.match(o) for o in origins):
+    if not isinstance(origins, list) or not all(isinstance(o, str) and ORIGIN.fullmatch(o) for o in origins):
         problem("allowedOrigins", "must be a list of origins such as https://chat.example.com, or *",
                 "pulumi config set --path 'allowedOrigins[0]' https://chat.example.com")
     elif "*" in origins and api_key is None:
@@ -492,7 +497,7 @@ def _check_models(raw: Any, problem: Any) -> tuple[str, ...]:
 
     models: list[str] = []
     for index, model in enumerate(raw):
-        if not isinstance(model, str) or not MODEL_NAME.match(model):
+        if not isinstance(model, str) or not MODEL_NAME.fullmatch(model):
             problem("models", f"entry {index} ({model!r}) is not an Ollama model name such as deepseek-r1:32b",
                     f"pulumi config set --path 'models[{index}]' deepseek-r1:32b")
             continue
@@ -506,7 +511,7 @@ def _check_models(raw: Any, problem: Any) -> tuple[str, ...]:
 
 def _check_ollama_version(version: Any, problem: Any) -> str:
     fix = f"pulumi config set ollamaVersion {DEFAULTS['ollamaVersion']}"
-    match = SEMVER.match(version) if isinstance(version, str) else None
+    match = SEMVER.fullmatch(version) if isinstance(version, str) else None
     if match is None:
         problem("ollamaVersion", "not a release version such as 0.32.15 (no leading v, no -rc)", fix)
         return str(version)
@@ -543,6 +548,10 @@ def _check_cidrs(merged: Mapping[str, Any], problem: Any) -> tuple[str, ...]:
             problem("allowedCidrs", f"entry {index} ({cidr!r}) is IPv6; the security group rules take IPv4",
                     entry_fix)
             continue
+        if str(network) in cidrs:
+            problem("allowedCidrs", f"entry {index} ({cidr!r}) is listed twice",
+                    f"pulumi config rm --path 'allowedCidrs[{index}]'")
+            continue
         cidrs.append(str(network))
 
     public = [cidr for cidr in cidrs if ipaddress.ip_network(cidr).prefixlen < PUBLIC_PREFIX_MAX]
@@ -559,7 +568,7 @@ def _check_api_key(api_key: Any, is_secret: bool, problem: Any) -> None:
     hidden = "<not shown>"
     if api_key is None:
         return
-    if not isinstance(api_key, str) or not API_KEY.match(api_key):
+    if not isinstance(api_key, str) or not API_KEY.fullmatch(api_key):
         problem("apiKey", "must be printable ASCII without spaces", API_KEY_FIX, shown_value=hidden)
     elif len(api_key) < MIN_API_KEY_LENGTH:
         problem("apiKey", f"is {len(api_key)} characters; at least {MIN_API_KEY_LENGTH} random characters "
@@ -585,7 +594,7 @@ def _check_lifecycle(merged: Mapping[str, Any], problem: Any) -> None:
                 "or 0 to never release the instance automatically", "pulumi config set ttlHours 8")
 
     renewed_at = merged["ttlRenewedAt"]
-    if renewed_at and (not isinstance(renewed_at, str) or not UTC_TIMESTAMP.match(renewed_at)):
+    if renewed_at and (not isinstance(renewed_at, str) or not UTC_TIMESTAMP.fullmatch(renewed_at)):
         problem("ttlRenewedAt", "not a UTC time such as 2026-01-31T08:00:00Z",
                 "python scripts/extend_ttl.py   # or: pulumi config rm ttlRenewedAt")
 
@@ -595,17 +604,17 @@ def _check_lifecycle(merged: Mapping[str, Any], problem: Any) -> None:
                 "or 0 to never stop an idle instance", "pulumi config set idleStopMinutes 30")
 
     snapshot = merged["dataDiskSnapshotId"]
-    if snapshot and (not isinstance(snapshot, str) or not SNAPSHOT_ID.match(snapshot)):
+    if snapshot and (not isinstance(snapshot, str) or not SNAPSHOT_ID.fullmatch(snapshot)):
         problem("dataDiskSnapshotId", "not a snapshot ID such as s-bp1...",
                 "pulumi config rm dataDiskSnapshotId   # start with an empty model disk")
 
     endpoint = merged["ecsApiEndpoint"]
-    if endpoint and (not isinstance(endpoint, str) or not BASE_URL.match(endpoint)):
+    if endpoint and (not isinstance(endpoint, str) or not BASE_URL.fullmatch(endpoint)):
         problem("ecsApiEndpoint", "not an http(s) URL such as https://ecs.cn-hangzhou.aliyuncs.com",
                 "pulumi config rm ecsApiEndpoint   # use the region's public endpoint")
 
     metadata = merged["instanceMetadataUrl"]
-    if not isinstance(metadata, str) or not BASE_URL.match(metadata):
+    if not isinstance(metadata, str) or not BASE_URL.fullmatch(metadata):
         problem("instanceMetadataUrl", "not an http(s) URL such as http://100.100.100.200",
                 f"pulumi config set instanceMetadataUrl {DEFAULTS['instanceMetadataUrl']}")
 
@@ -619,5 +628,5 @@ def _check_ssh_key(key: Any, problem: Any) -> None:
                 "matching .pub file", fix, shown_value="<private key, not shown>")
     elif key.strip().endswith(".pub") and " " not in key.strip():
         problem("sshPublicKey", "a file path, not the key itself", fix)
-    elif not SSH_PUBLIC_KEY.match(key.strip()):
+    elif not SSH_PUBLIC_KEY.fullmatch(key.strip()):
         problem("sshPublicKey", "not an OpenSSH public key (ssh-ed25519, ssh-rsa or ecdsa-sha2-*)", fix)

@@ -19,8 +19,13 @@ from components.settings import Settings
 
 BOOTSTRAP_DIR = Path(__file__).parent / "bootstrap"
 
-# Alibaba Cloud accepts 32 KB; this product keeps a margin below it.
+# ECS rejects user-data over 32 KB (before Base64). The example stacks stay under
+# USER_DATA_LIMIT_BYTES, a margin that tests check.
+ECS_USER_DATA_MAX_BYTES = 32 * 1024
 USER_DATA_LIMIT_BYTES = 16 * 1024
+# Disk IDs are "d-" and 20 lowercase letters and digits, so a serial this long sizes the
+# user-data before the disk exists.
+PLACEHOLDER_DISK_SERIAL = "0" * 20
 
 BOOTSTRAP_SCRIPT_PATH = "/opt/ollama-bootstrap/bootstrap.sh"
 BOOTSTRAP_ENV_PATH = "/etc/ollama-bootstrap/bootstrap.env"
@@ -79,7 +84,7 @@ def bootstrap_env(settings: Settings, data_disk_serial: str) -> str:
     }
     lines = ["# Written by cloud-init from the Pulumi stack settings; read by bootstrap.sh."]
     for key, value in values.items():
-        if not SAFE_VALUE.match(value):
+        if not SAFE_VALUE.fullmatch(value):
             raise ValueError(f"bootstrap.env: {key} has characters that are unsafe in a shell: {value!r}")
         lines.append(f'{key}="{value}"')
     return "\n".join(lines) + "\n"
@@ -122,6 +127,25 @@ def idle_stop_commands(settings: Settings) -> list[list[str]]:
     return [["systemctl", "enable", "--now", "ollama-idle-stop.timer"]]
 
 
+class UserDataTooLarge(ValueError):
+    """Raised when the rendered user-data would exceed what ECS accepts."""
+
+
+def check_user_data_size(settings: Settings) -> int:
+    """Return the rendered user-data's size in bytes, or raise UserDataTooLarge over the ECS limit.
+
+    Call it before declaring resources: ECS would reject the instance only after the
+    VPC and the disk exist.
+    """
+    size = len(render_user_data(settings, PLACEHOLDER_DISK_SERIAL).encode())
+    if size > ECS_USER_DATA_MAX_BYTES:
+        raise UserDataTooLarge(
+            f"the rendered user-data is {size} bytes, over the {ECS_USER_DATA_MAX_BYTES} bytes ECS accepts; "
+            f"configure fewer models (pulumi config set --path 'models[N]' ...) or turn off idleStopMinutes"
+        )
+    return size
+
+
 def render_user_data(settings: Settings, data_disk_serial: str) -> str:
     """Render the #cloud-config user-data for one instance.
 
@@ -129,7 +153,7 @@ def render_user_data(settings: Settings, data_disk_serial: str) -> str:
     readable in the console. The bootstrap runs as a systemd service rather than from
     runcmd so that it runs again on every boot and does not hold up cloud-init.
     """
-    if not re.match(r"^[a-z0-9]+$", data_disk_serial):
+    if not re.fullmatch(r"[a-z0-9]+", data_disk_serial):
         raise ValueError(f"data disk serial must be the disk ID without 'd-', got {data_disk_serial!r}")
 
     write_files = []

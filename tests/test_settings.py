@@ -64,6 +64,11 @@ CASES: list[tuple[str, dict[str, Any], str | None, str | None]] = [
     ("registry with scheme", {"modelRegistry": "https://registry.example"}, "modelRegistry", "registry host"),
     ("pull retries negative", {"pullRetries": -1}, "pullRetries", "from 0 to 20"),
     ("opt-in not boolean", {"allowPublicUnauthenticated": "yes"}, "allowPublicUnauthenticated", "true or false"),
+    ("model with trailing newline", {"models": ["qwen3:8b\n"]}, "models", "not an Ollama model name"),
+    ("version with trailing newline", {"ollamaVersion": "0.32.15\n"}, "ollamaVersion", "not a release version"),
+    ("keep-alive with trailing newline", {"keepAlive": "1h\n"}, "keepAlive", "Ollama duration"),
+    ("region with shell", {"region": "cn-shanghai; rm"}, "alicloud:region", "not a region ID"),
+    ("cidr listed twice", {"allowedCidrs": ["192.0.2.5/32", "192.0.2.5/32"]}, "allowedCidrs", "listed twice"),
     ("spot with fallback accepted", {"spot": True, "spotFallback": True}, None, None),
     ("spot not boolean", {"spot": "yes"}, "spot", "true or false"),
     ("spot interruption unknown", {"spotInterruptionBehavior": "Hibernate"}, "spotInterruptionBehavior",
@@ -99,7 +104,7 @@ def test_settings_validation_table(valid_config: dict[str, Any], overrides: dict
     message = str(raised.value)
     assert pattern in message
     assert "pulumi config" in message, "every error must say which command fixes it"
-    bad_value = values.get(key) if key != "alicloud:region" else ""
+    bad_value = values.get("region" if key == "alicloud:region" else key)
     assert repr(bad_value) in message, f"the bad value {bad_value!r} must be shown"
 
 

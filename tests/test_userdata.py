@@ -128,3 +128,15 @@ def test_pulumi_yaml_declares_every_key_with_its_default() -> None:
     for key, default in DEFAULTS.items():
         assert declared[key].get("default") == default, key
         assert declared[key].get("description"), key
+
+
+def test_oversized_user_data_fails_before_resources() -> None:
+    """Guards against ECS rejecting the instance after the VPC and disk already exist."""
+    import pulumi
+
+    from scripts.plan import plan_stack
+
+    models = [f"hf.co/example-organization/very-long-model-repository-name-{index}-GGUF:Q4_K_M"
+              for index in range(400)]
+    with pytest.raises(pulumi.RunError, match=r"over the 32768 bytes ECS accepts"):
+        plan_stack("dev", models=models)
