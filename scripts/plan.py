@@ -136,15 +136,31 @@ class PlanMocks:
         return list(self.spot_zones if args.get("spotStrategy") == "SpotAsPriceGo" else self.zones)
 
 
+# The example stacks leave out the user's own network and key, so that `pulumi up`
+# fails on them; the offline plan fills in these documentation values instead.
+PLAN_PLACEHOLDERS: dict[str, Any] = {
+    f"{PROJECT}:allowedCidrs": ["203.0.113.0/24"],
+    f"{PROJECT}:sshPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlanPlaceholderNotAKey000000000000000000 plan",
+}
+
+
 def load_stack_config(stack: str, overrides: dict[str, Any] | None = None,
                       root: Path = ROOT) -> dict[str, Any]:
-    """Return the stack's config as `pulumi config` would see it: namespaced keys to values."""
+    """Return the stack's config as `pulumi config` would see it: namespaced keys to values.
+
+    Keys in PLAN_PLACEHOLDERS that neither the stack file nor the overrides set get
+    their placeholder value.
+    """
     config: dict[str, Any] = {}
     stack_file = root / f"Pulumi.{stack}.yaml"
     if stack_file.exists():
         config.update((yaml.safe_load(stack_file.read_text()) or {}).get("config") or {})
     for key, value in (overrides or {}).items():
         config[key if ":" in key else f"{PROJECT}:{key}"] = value
+    for key, value in PLAN_PLACEHOLDERS.items():
+        if key not in config:
+            logger.info("%s is not set in Pulumi.%s.yaml; the plan uses %s", key, stack, value)
+            config[key] = value
     return config
 
 
@@ -337,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     print_plan(result)
+    logger.info("zones, image, prices, resource IDs and the public IP above come from mocks, not from Alibaba Cloud")
     written = write_review_files(result, out_dir)
     outputs_file.write_text(json.dumps(result.exports, indent=2, default=str) + "\n")
     size = len(written.read_bytes())

@@ -46,7 +46,7 @@ def test_model_disk_inputs() -> None:
 
 
 def test_security_group_rules() -> None:
-    result = plan("prod")
+    result = plan("prod", allowedCidrs=["198.51.100.0/24", "192.0.2.10/32"])
     rules = {(rule.inputs["type"], rule.inputs["ipProtocol"], rule.inputs["portRange"], rule.inputs["cidrIp"])
              for rule in result.of_type(RULE)}
     expected = {("ingress", "tcp", port, cidr)
@@ -135,3 +135,19 @@ def test_instance_replaced_on_user_data_change(monkeypatch: pytest.MonkeyPatch) 
     assert opts.replace_on_changes == ["userData"]
     assert opts.delete_before_replace is True
     assert set(opts.ignore_changes) == {"imageId", "availabilityZone"}
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_example_stack_needs_own_network_and_key(stack: str) -> None:
+    """Guards against deploying an example stack as shipped, to a server nobody can reach."""
+    from components.settings import SettingsError, build_settings
+    from scripts.plan import ROOT
+
+    import yaml
+
+    config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    values = {key.split(":", 1)[1]: value for key, value in config.items() if key.startswith("ollama-alicloud:")}
+    values["region"] = config["alicloud:region"]
+    with pytest.raises(SettingsError) as raised:
+        build_settings(values, stack=stack)
+    assert {problem.key for problem in raised.value.problems} == {"allowedCidrs", "sshPublicKey"}
