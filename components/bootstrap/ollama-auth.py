@@ -11,17 +11,24 @@ import hashlib
 import hmac
 import logging
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 logger = logging.getLogger("ollama-auth")
+
+# Internet scanners can send many bad requests a second; log at most one line per
+# interval and count the rest.
+REJECTION_LOG_INTERVAL_SECONDS = 10.0
 
 
 def make_handler(expected_sha256):
     """Return a request handler class that accepts the key whose hash is expected_sha256."""
 
+    rejections = {"last_logged": 0.0, "suppressed": 0}
+
     class AuthHandler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - name fixed by BaseHTTPRequestHandler
-            # CORS preflight requests carry no credentials; Ollama answers them itself.
+            # CORS preflight requests carry no credentials; Ollama handles them itself.
             if self.headers.get("X-Original-Method", "") == "OPTIONS":
                 self.reply(200)
                 return
@@ -32,10 +39,19 @@ def make_handler(expected_sha256):
                 self.reply(200)
                 return
 
-            logger.warning("rejected request %s %s from %s: %s", self.headers.get("X-Original-Method", "?"),
-                           self.headers.get("X-Original-URI", "?"), self.headers.get("X-Real-IP", "?"),
-                           "wrong key" if token else "no Bearer key")
+            self.log_rejection("wrong key" if token else "no Bearer key")
             self.reply(401)
+
+        def log_rejection(self, reason):
+            now = time.monotonic()
+            if now - rejections["last_logged"] < REJECTION_LOG_INTERVAL_SECONDS:
+                rejections["suppressed"] += 1
+                return
+            logger.warning("rejected request %s %s from %s: %s (%d more rejected since the last line)",
+                           self.headers.get("X-Original-Method", "?"), self.headers.get("X-Original-URI", "?"),
+                           self.headers.get("X-Real-IP", "?"), reason, rejections["suppressed"])
+            rejections["last_logged"] = now
+            rejections["suppressed"] = 0
 
         def reply(self, status):
             self.send_response(status)
