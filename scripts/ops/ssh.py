@@ -39,6 +39,14 @@ class SSHAuthFailed(SSHError):
     """sshd rejected the private key."""
 
 
+class IdentityUnusable(SSHAuthFailed):
+    """The private key file given with --identity is missing, unreadable or not a private key."""
+
+
+class HostNotFound(SSHError):
+    """The host name does not resolve to an address."""
+
+
 class HostKeyChanged(SSHError):
     """The host presented a key that differs from the one recorded for this stack."""
 
@@ -139,17 +147,40 @@ def _open_client(target: SSHTarget, backoff: Backoff) -> paramiko.SSHClient:
     return client
 
 
+def check_identity(path: Path) -> None:
+    """Raise IdentityUnusable unless `path` is a private key that paramiko can load without a passphrase."""
+    try:
+        paramiko.PKey.from_path(path)
+    except (paramiko.PasswordRequiredException, TypeError) as exc:
+        # cryptography raises TypeError "Key is password-protected, but password was not provided."
+        raise IdentityUnusable(f"cannot load the private key {path} without a passphrase ({exc}); pass an "
+                               f"unencrypted key with --identity, or omit --identity to use the SSH agent") from None
+    except OSError as exc:
+        raise IdentityUnusable(f"cannot read the private key {path}: {exc.strerror or exc}; pass the "
+                               f"private key that matches the stack's sshPublicKey with --identity") from None
+    except (paramiko.SSHException, ValueError) as exc:
+        raise IdentityUnusable(f"{path} is not a usable private key ({exc}); pass the private key, "
+                               f"not the .pub file, with --identity") from None
+
+
 def connect(target: SSHTarget, deadline: float, backoff: Backoff = Backoff()) -> paramiko.SSHClient:
     """Open an SSH session, retrying while sshd is not up yet, until `deadline` (time.monotonic()).
 
-    Raises HostKeyChanged at once, SSHAuthFailed after repeated authentication
-    failures, and SSHTimeout when the deadline passes.
+    Raises IdentityUnusable and HostNotFound before connecting, HostKeyChanged at once,
+    SSHAuthFailed after repeated authentication failures, and SSHTimeout when the
+    deadline passes.
     """
+    if target.identity is not None:
+        check_identity(target.identity)
     attempt = 0
     auth_failures = 0
     while True:
         try:
             return _open_client(target, backoff)
+        except socket.gaierror as exc:
+            # Waiting for sshd does not make a host name resolve, so this is not retried.
+            raise HostNotFound(f"cannot resolve the host name {target.host!r}: {exc.strerror or exc}; "
+                               f"check --host") from None
         except paramiko.BadHostKeyException as exc:
             raise HostKeyChanged(
                 f"host key of {exc.hostname} changed: recorded {exc.expected_key.get_name()} "
@@ -160,8 +191,9 @@ def connect(target: SSHTarget, deadline: float, backoff: Backoff = Backoff()) ->
             if auth_failures >= AUTH_FAILURES_BEFORE_GIVING_UP:
                 key = target.identity or "the SSH agent and ~/.ssh/id_* keys"
                 raise SSHAuthFailed(
-                    f"{target.user}@{target.host}:{target.port} rejected {key}: {exc}. Pass the private "
-                    f"key that matches the stack's sshPublicKey with --identity.") from None
+                    # paramiko's message ends with a period: "Authentication failed."
+                    f"{target.user}@{target.host}:{target.port} rejected {key}: {str(exc).rstrip('.')}. "
+                    f"Pass the private key that matches the stack's sshPublicKey with --identity.") from None
             reason = f"authentication failed ({exc})"
         except (paramiko.SSHException, EOFError, OSError) as exc:
             # Refused, reset, timed out or no banner yet: sshd is still starting.
