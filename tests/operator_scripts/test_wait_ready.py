@@ -11,7 +11,7 @@ import time
 import pytest
 
 import wait_ready
-from ops import cli
+from ops import cli, ssh
 
 
 @pytest.fixture(autouse=True)
@@ -210,3 +210,93 @@ def test_parse_poll_cases(output, status):
     assert snapshot.remote_now == 1700000100
     assert snapshot.boot_time == 1700000000
     assert snapshot.status == status
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"phases": [{"pull": "running"}]}, "phases must be an object"),
+    ({"phases": {"pull": "running"}}, "phases.pull must be an object"),
+    ({"started_at": "yesterday"}, "started_at must be a finite number"),
+    ({"started_at": 1e400}, "started_at must be a finite number"),
+    ({"updated_at": 1e400}, "updated_at must be a finite number"),
+    ({"phases": {"pull": {"state": "done", "start": 1.0, "end": 1e400}}}, "phases.pull.end must be a finite number"),
+    ({"models": [1, 2]}, "models must be a list of strings"),
+    ({"bytes_total": -5}, "bytes_total must be a finite number, 0 or more"),
+    ({"error": {"code": 9}}, "error must be a string"),
+])
+def test_parse_poll_rejects_malformed_status(fields, reason):
+    """A status file of the wrong shape crashed wait_ready with TypeError, AttributeError or OverflowError."""
+    document = {"state": "running", "phase": "pull", "started_at": 1700000050, **fields}
+    # json.dumps writes float("inf") as Infinity; the bootstrap would write the number 1e400.
+    text = json.dumps(document).replace("Infinity", "1e400")
+
+    snapshot = wait_ready.parse_poll(f"1700000100 1700000000\n{text}\n")
+
+    assert snapshot.status is None
+    assert reason in snapshot.invalid_reason
+
+
+def test_malformed_status_keeps_waiting(sshd, keys, remote, tmp_path, caplog):
+    """A malformed status file must be logged once and polled again, not end wait_ready with a traceback."""
+    caplog.set_level(logging.INFO)
+    remote.status.write_text(json.dumps({"state": "running", "phase": "pull", "started_at": time.time(),
+                                         "phases": {"pull": "running"}}))
+    sshd.start(keys.host_a)
+    writer = threading.Timer(0.5, write_status, args=(remote.status,), kwargs={"state": "ready", "phase": "ready"})
+    writer.start()
+
+    try:
+        code = wait_ready.main(argv(sshd, keys, remote, tmp_path / "known_hosts", timeout=10))
+    finally:
+        writer.join()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    assert code == cli.EXIT_OK
+    assert len([m for m in warnings if "is malformed, phases.pull must be an object" in m]) == 1, warnings
+
+
+def test_malformed_status_timeout_names_problem(sshd, keys, remote, tmp_path, capsys):
+    """A status file that stays malformed must end in a timeout that says what is wrong with it."""
+    remote.status.write_text(json.dumps({"state": "running", "started_at": time.time(), "models": [1, 2]}))
+    sshd.start(keys.host_a)
+
+    code = wait_ready.main(argv(sshd, keys, remote, tmp_path / "known_hosts", timeout=0.5))
+    out = capsys.readouterr().out
+
+    assert code == cli.EXIT_TIMEOUT
+    assert "with a malformed status file (models must be a list of strings" in out
+
+
+def test_control_characters_escaped(sshd, keys, remote, tmp_path, capsys):
+    """ANSI escapes and other control characters in the status error and the log reached the terminal raw."""
+    write_status(remote.status, state="failed", phase="dri\x1b[2Jver", error="bad\x1b[31m red\x07\r\nsecond line",
+                 phases={"dri\x1b[2Jver": {"state": "fail\x1b[0med", "start": time.time() - 3, "end": time.time()}})
+    remote.log.write_text("log \x1b]0;new title\x07line\n\tindented \x9b31m\n")
+    sshd.start(keys.host_a)
+
+    code = wait_ready.main(argv(sshd, keys, remote, tmp_path / "known_hosts"))
+    out = capsys.readouterr().out
+
+    assert code == cli.EXIT_FAILED
+    assert "\x1b" not in out
+    assert "\x07" not in out
+    assert "\x9b" not in out
+    assert "\r" not in out
+    assert "Bootstrap failed in phase dri\\x1b[2Jver: bad\\x1b[31m red\\x07\\x0d\nsecond line" in out
+    assert "log \\x1b]0;new title\\x07line\n" in out
+    assert "indented \\x9b31m" in out  # rich expands the tab before it
+
+
+def test_auth_failure_message_one_period(sshd, keys, remote, tmp_path, caplog, monkeypatch):
+    """paramiko's "Authentication failed." was followed by a second period in the logged error."""
+    monkeypatch.setattr(ssh, "AUTH_FAILURES_BEFORE_GIVING_UP", 1)
+    write_status(remote.status, state="ready", phase="ready")
+    sshd.start(keys.host_a)
+    args = argv(sshd, keys, remote, tmp_path / "known_hosts")
+    args[args.index("--identity") + 1] = str(keys.host_b)
+
+    code = wait_ready.main(args)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+
+    assert code == cli.EXIT_AUTH
+    assert any("Authentication failed. Pass the private key" in m for m in errors), errors
+    assert not any(".." in m for m in errors), errors
