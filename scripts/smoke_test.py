@@ -23,7 +23,7 @@ import ollama  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from ops import cli, ssh, stack  # noqa: E402
+from ops import cli, stack  # noqa: E402
 from ops.api import Endpoint, openai_chat, vram_share  # noqa: E402
 
 log = logging.getLogger("smoke_test")
@@ -32,13 +32,22 @@ DEFAULT_PROMPT = "Reply with one short sentence: what is the capital of France?"
 
 EXIT_CODES = {
     cli.EXIT_OK: "every check passed",
-    cli.EXIT_FAILED: "a check failed (the table says which)",
+    cli.EXIT_FAILED: "a check failed (the table says which), also for a 401 reply when the API key is "
+                     "missing or wrong, and for a server with no models installed",
     **cli.EXIT_CODES_HELP,
 }
 
 
 class CheckFailed(Exception):
     """A check ran and found the endpoint wrong."""
+
+
+class StopChecks(CheckFailed):
+    """A check failed in a way that makes every later check fail too, so they are skipped."""
+
+    def __init__(self, message: str, skip_reason: str):
+        super().__init__(message)
+        self.skip_reason = skip_reason
 
 
 class Unreachable(Exception):
@@ -68,25 +77,41 @@ def rate(eval_count: int | None, eval_duration_ns: int | None) -> str:
 class SmokeTest:
     """The checks, run in order against one endpoint."""
 
-    def __init__(self, endpoint: Endpoint, models: list[str], prompt: str, max_tokens: int, timeout: float):
+    def __init__(self, endpoint: Endpoint, models: list[str], prompt: str, max_tokens: int, timeout: float,
+                 api_key_env: str = cli.DEFAULT_API_KEY_ENV):
         self.client = endpoint.client(timeout=timeout)
         self.http = endpoint.http(timeout=timeout)
+        self.sends_api_key = bool(endpoint.api_key)
+        self.api_key_env = api_key_env
         self.expected = models
         self.model = models[0] if models else ""
         self.prompt = prompt
         self.max_tokens = max_tokens
+        self.unreachable = False
+        """True once a request got no response, so the remaining checks were skipped."""
+
+    def unauthorized(self) -> StopChecks:
+        """Return the error for a 401 reply, which every later request would get too."""
+        if self.sends_api_key:
+            message = (f"401: the endpoint rejected the API key; check the key in {self.api_key_env} "
+                       f"or in the stack config (see --api-key-config)")
+        else:
+            message = (f"401: the endpoint needs an API key; set {self.api_key_env} or pass --api-key-env "
+                       f"with the variable that holds it")
+        return StopChecks(message, "skipped: the endpoint rejected the request (401)")
 
     def version(self) -> str:
         response = self.http.get("/api/version")
         if response.status_code == 401:
-            raise CheckFailed("401 Unauthorized: pass the API key (see --api-key-env)")
+            raise self.unauthorized()
         response.raise_for_status()
         return f"Ollama {response.json()['version']} at {self.http.base_url}"
 
     def models(self) -> str:
         listed = [m.model for m in self.client.list().models]
         if not listed:
-            raise CheckFailed("no models are installed; the bootstrap's pull phase did not finish")
+            raise CheckFailed("no models installed; the bootstrap's pull phase has not finished "
+                              "(see wait_ready.py), or pulling failed")
         missing = [m for m in self.expected if m not in listed and f"{m}:latest" not in listed]
         if missing:
             raise CheckFailed(f"missing {', '.join(missing)}; installed: {', '.join(listed)}")
@@ -138,34 +163,54 @@ class SmokeTest:
                               f"bytes), the rest runs on the CPU: pick a smaller model or a GPU with more memory")
         return f"{self.model} 100% in VRAM ({format_bytes(process.size_vram)})"
 
-    def checks(self) -> list[tuple[str, Callable[[], str]]]:
+    def checks(self) -> list[tuple[str, Callable[[], str], bool]]:
+        """Return (name, check, whether the check chats with self.model), in the order they run."""
         return [
-            ("version", self.version),
-            ("models", self.models),
-            ("chat, streamed", self.chat_streamed),
-            ("chat", self.chat),
-            ("/v1/chat/completions", self.openai),
-            ("model in VRAM", self.gpu),
+            ("version", self.version, False),
+            ("models", self.models, False),
+            ("chat, streamed", self.chat_streamed, True),
+            ("chat", self.chat, True),
+            ("/v1/chat/completions", self.openai, True),
+            ("model in VRAM", self.gpu, True),
         ]
 
     def run(self) -> list[Outcome]:
         outcomes: list[Outcome] = []
-        unreachable = False
-        for name, check in self.checks():
-            if unreachable:
-                outcomes.append(Outcome(name, None, "skipped: endpoint unreachable"))
+        skip_reason = ""
+        for name, check, needs_model in self.checks():
+            if skip_reason:
+                outcomes.append(Outcome(name, None, skip_reason))
+                continue
+            if needs_model and not self.model:
+                # The models check failed before it could pick one, and Ollama rejects an empty name.
+                outcomes.append(Outcome(name, None, "skipped: no model to chat with"))
                 continue
             try:
                 outcomes.append(Outcome(name, True, check()))
+            except StopChecks as exc:
+                outcomes.append(Outcome(name, False, str(exc)))
+                skip_reason = exc.skip_reason
             except CheckFailed as exc:
                 outcomes.append(Outcome(name, False, str(exc)))
             except ollama.ResponseError as exc:
-                outcomes.append(Outcome(name, False, f"Ollama returned an error: {exc}"))
+                if exc.status_code == 401:
+                    stop = self.unauthorized()
+                    outcomes.append(Outcome(name, False, str(stop)))
+                    skip_reason = stop.skip_reason
+                else:
+                    outcomes.append(Outcome(name, False, f"Ollama returned an error: {exc}"))
             except httpx.HTTPStatusError as exc:
-                outcomes.append(Outcome(name, False, f"HTTP {exc.response.status_code}: {exc.response.text[:200]}"))
+                if exc.response.status_code == 401:
+                    stop = self.unauthorized()
+                    outcomes.append(Outcome(name, False, str(stop)))
+                    skip_reason = stop.skip_reason
+                else:
+                    outcomes.append(Outcome(name, False,
+                                            f"HTTP {exc.response.status_code}: {exc.response.text[:200]}"))
             except (httpx.TransportError, ConnectionError) as exc:
                 outcomes.append(Outcome(name, False, f"cannot reach {self.http.base_url}: {exc}"))
-                unreachable = True
+                skip_reason = "skipped: endpoint unreachable"
+                self.unreachable = True
             log.debug("check %s: %s", name, outcomes[-1])
         return outcomes
 
@@ -210,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt for the chat checks")
     parser.add_argument("--max-tokens", metavar="N", type=int, default=64,
                         help="tokens to generate per chat, at most (default: %(default)s)")
-    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=600.0,
+    parser.add_argument("--timeout", metavar="SECONDS", type=cli.positive_seconds, default=600.0,
                         help="seconds per request; the first chat may load the model from disk "
                              "(default: %(default)s)")
     return parser
@@ -220,26 +265,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.verbose)
     console = Console()
-    try:
-        models = default_models(args)
-        with cli.open_endpoint(args, timeout=args.timeout) as endpoint:
-            outcomes = SmokeTest(endpoint, models, args.prompt, args.max_tokens, args.timeout).run()
-    except stack.StackError as exc:
-        log.error("%s", exc)
-        return cli.EXIT_STACK
-    except ssh.HostKeyChanged as exc:
-        console.print("[bold red]Host key rejected.[/]")
-        console.print(str(exc), markup=False, highlight=False)
-        return cli.EXIT_HOST_KEY
-    except ssh.SSHAuthFailed as exc:
-        log.error("%s", exc)
-        return cli.EXIT_AUTH
-    except ssh.SSHError as exc:
-        log.error("SSH tunnel failed: %s", exc)
-        return cli.EXIT_UNREACHABLE
+    return cli.run_with_exit_codes(lambda: run_checks(args, console), log, console,
+                                   ssh_error_prefix="SSH tunnel failed")
+
+
+def run_checks(args: argparse.Namespace, console: Console) -> int:
+    """Run the checks against the endpoint the options select, print the table and return the exit code."""
+    models = default_models(args)
+    with cli.open_endpoint(args, timeout=args.timeout) as endpoint:
+        smoke = SmokeTest(endpoint, models, args.prompt, args.max_tokens, args.timeout,
+                          api_key_env=args.api_key_env)
+        outcomes = smoke.run()
 
     console.print(outcome_table(outcomes))
-    if any(o.passed is None for o in outcomes):
+    if smoke.unreachable:
         return cli.EXIT_UNREACHABLE
     if all(o.passed for o in outcomes):
         console.print("[bold green]All checks passed.[/]")

@@ -95,7 +95,7 @@ def test_api_key_sent_and_never_printed(start_standin, capsys, caplog, monkeypat
     captured = capsys.readouterr()
 
     assert without_key == cli.EXIT_FAILED
-    assert "401 Unauthorized" in captured.out
+    assert "401: the endpoint needs an API key; set OLLAMA_API_KEY or pass --api-key-env" in captured.out
     assert with_key == cli.EXIT_OK
     assert secret not in captured.out
     assert secret not in captured.err
@@ -117,3 +117,40 @@ def test_through_ssh_tunnel(start_standin, sshd, keys, tmp_path, capsys):
     assert code == cli.EXIT_OK
     assert "at http://127.0.0.1:" in out
     assert f":{server.port}" not in out.split("at http://127.0.0.1:")[1].split()[0]
+
+
+def test_missing_api_key_without_model(start_standin, capsys):
+    """Without --model, a 401 left the model name empty, and the chat checks died with a pydantic ValidationError."""
+    server = pulled(start_standin(gpu="on", api_key="sk-test-0123456789"), api_key="sk-test-0123456789")
+
+    code = smoke_test.main(["--url", server.url])
+    out = capsys.readouterr().out
+
+    assert code == cli.EXIT_FAILED
+    assert "401: the endpoint needs an API key; set OLLAMA_API_KEY or pass --api-key-env" in out
+    assert out.count("SKIP") == 5
+    assert "skipped: the endpoint rejected the request (401)" in out
+
+
+def test_wrong_api_key_named(start_standin, capsys, monkeypatch):
+    server = pulled(start_standin(gpu="on", api_key="sk-test-0123456789"), api_key="sk-test-0123456789")
+    monkeypatch.setenv("MY_OLLAMA_KEY", "sk-wrong")
+
+    code = smoke_test.main(["--url", server.url, "--api-key-env", "MY_OLLAMA_KEY"])
+    out = capsys.readouterr().out
+
+    assert code == cli.EXIT_FAILED
+    assert "401: the endpoint rejected the API key; check the key in MY_OLLAMA_KEY" in out
+    assert "sk-wrong" not in out
+
+
+def test_no_models_installed(start_standin, capsys):
+    """Without --model, a server with no models left the model name empty, and chatting crashed."""
+    server = start_standin(gpu="on")
+
+    code = smoke_test.main(["--url", server.url])
+    out = capsys.readouterr().out
+
+    assert code == cli.EXIT_FAILED
+    assert "no models installed" in out
+    assert out.count("skipped: no model to chat with") == 4

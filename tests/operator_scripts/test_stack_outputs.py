@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import stat
 import time
 
@@ -103,3 +104,15 @@ def test_no_pulumi_cli_is_stack_error(tmp_path, monkeypatch, caplog):
 
     assert code == cli.EXIT_STACK
     assert any("pulumi CLI was not found" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999999", "http://127.0.0.1:99999", "127.0.0.1:11434"])
+def test_invalid_endpoint_output_is_stack_error(url, fake_pulumi, caplog):
+    """An endpoint output with a port outside 1 to 65535 ended in a ValueError traceback."""
+    fake_pulumi({"endpoint": url, "models": ["qwen3:8b"]})
+
+    code = smoke_test.main([])
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+
+    assert code == cli.EXIT_STACK
+    assert any(m.startswith(f"the stack's Ollama URL output is invalid: invalid URL {url!r}") for m in errors), errors
