@@ -29,7 +29,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from ops import cli, ssh, stack  # noqa: E402
+from ops import cli  # noqa: E402
 from ops.api import Endpoint  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -298,43 +298,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-alive", metavar="DURATION", default="30m",
                         help="how long Ollama keeps each model loaded after a request, as an Ollama "
                              "duration such as 30m or -1 for forever (default: %(default)s)")
-    parser.add_argument("--bandwidth", metavar="GB_PER_S", type=float, default=A10_BANDWIDTH_GBPS,
+    parser.add_argument("--bandwidth", metavar="GB_PER_S", type=cli.positive_number, default=A10_BANDWIDTH_GBPS,
                         help="GPU memory bandwidth in GB/s, for the decode limit (default: %(default)s, NVIDIA A10)")
-    parser.add_argument("--unload-threshold", metavar="SECONDS", type=float, default=1.0,
+    parser.add_argument("--unload-threshold", metavar="SECONDS", type=cli.non_negative_seconds, default=1.0,
                         help="seconds of load_duration after a model's first request that count as a reload "
                              "(default: %(default)s)")
     parser.add_argument("--output", metavar="FILE", type=Path,
                         help="results file, .csv (plus NAME-summary.csv) or .json (default: bench-UTCTIME.csv)")
     parser.add_argument("--plot", metavar="FILE", type=Path, help="PNG chart (default: the results file with .png)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
-    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=900.0,
+    parser.add_argument("--timeout", metavar="SECONDS", type=cli.positive_seconds, default=900.0,
                         help="seconds per request; a cold model loads from disk first (default: %(default)s)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error(f"--runs must be at least 1, got {args.runs}")
-    cli.setup_logging(args.verbose)
-    console = Console()
+def run_bench(args: argparse.Namespace, console: Console) -> int:
+    """Open the endpoint and benchmark it; return the exit code for errors of the requests or results."""
     try:
         with cli.open_endpoint(args, timeout=args.timeout) as endpoint:
             return bench(endpoint, args, console)
-    except stack.StackError as exc:
-        log.error("%s", exc)
-        return cli.EXIT_STACK
-    except ssh.HostKeyChanged as exc:
-        console.print("[bold red]Host key rejected.[/]")
-        console.print(str(exc), markup=False, highlight=False)
-        return cli.EXIT_HOST_KEY
-    except ssh.SSHAuthFailed as exc:
-        log.error("%s", exc)
-        return cli.EXIT_AUTH
-    except ssh.SSHError as exc:
-        log.error("SSH tunnel failed: %s", exc)
-        return cli.EXIT_UNREACHABLE
     except ollama.ResponseError as exc:
         log.error("Ollama returned an error: %s", exc)
         return cli.EXIT_FAILED
@@ -344,6 +326,17 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         log.error("%s", exc)
         return cli.EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error(f"--runs must be at least 1, got {args.runs}")
+    cli.setup_logging(args.verbose)
+    console = Console()
+    return cli.run_with_exit_codes(lambda: run_bench(args, console), log, console,
+                                   ssh_error_prefix="SSH tunnel failed")
 
 
 if __name__ == "__main__":

@@ -21,14 +21,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rich.console import Console  # noqa: E402
 
-from ops import cli, ssh, stack  # noqa: E402
+from ops import cli, ssh  # noqa: E402
 
 log = logging.getLogger("tunnel")
 
 EXIT_CODES = {
     cli.EXIT_OK: "stopped by Ctrl-C or after --duration",
     cli.EXIT_FAILED: "the local port could not be opened (in use?)",
-    **{code: text for code, text in cli.EXIT_CODES_HELP.items() if code != cli.EXIT_UNREACHABLE},
+    **cli.EXIT_CODES_HELP,
+    cli.EXIT_UNREACHABLE: "the host name does not resolve, or the SSH session closed before the tunnel opened",
 }
 
 
@@ -73,13 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli.add_common_args(parser)
     cli.add_ssh_args(parser)
-    parser.add_argument("--local-port", metavar="PORT", type=int, default=11434,
+    parser.add_argument("--local-port", metavar="PORT", type=cli.port_number_or_zero, default=11434,
                         help="port to listen on at 127.0.0.1; 0 picks a free one (default: %(default)s)")
-    parser.add_argument("--remote-port", metavar="PORT", type=int, default=11434,
+    parser.add_argument("--remote-port", metavar="PORT", type=cli.port_number, default=11434,
                         help="Ollama port on the instance (default: %(default)s)")
-    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=300.0,
+    parser.add_argument("--timeout", metavar="SECONDS", type=cli.positive_seconds, default=300.0,
                         help="seconds to keep retrying each SSH connect (default: %(default)s)")
-    parser.add_argument("--duration", metavar="SECONDS", type=float, default=0.0,
+    parser.add_argument("--duration", metavar="SECONDS", type=cli.non_negative_seconds, default=0.0,
                         help="seconds to keep the tunnel open; 0 runs until Ctrl-C (default: %(default)s)")
     return parser
 
@@ -92,21 +93,8 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        return serve(args, console, stop)
-    except stack.StackError as exc:
-        log.error("%s", exc)
-        return cli.EXIT_STACK
-    except ssh.HostKeyChanged as exc:
-        console.print("[bold red]Host key rejected.[/]")
-        console.print(str(exc), markup=False, highlight=False)
-        return cli.EXIT_HOST_KEY
-    except ssh.SSHAuthFailed as exc:
-        log.error("%s", exc)
-        return cli.EXIT_AUTH
-    except ssh.SSHTimeout as exc:
-        log.error("%s", exc)
-        return cli.EXIT_TIMEOUT
+    return cli.run_with_exit_codes(lambda: serve(args, console, stop), log, console,
+                                   ssh_error_prefix="SSH failed", timeout_prefix="")
 
 
 if __name__ == "__main__":
