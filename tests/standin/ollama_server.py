@@ -907,6 +907,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, routes: dict[str, Callable[[], None]]) -> None:
         path = self.path.split("?", 1)[0]
+        if self.command in ("GET", "HEAD"):
+            # Discard a body these handlers ignore, as Go's net/http does; left unread, it
+            # would be parsed as the start of the next request on a kept-alive connection.
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if not self._host_allowed():
             self._send_text(403, "")
             return

@@ -461,3 +461,19 @@ def test_public_host_rejected_on_loopback(start):
 
     assert public.getresponse().status == 403
     assert local.getresponse().status == 200
+
+
+def test_get_body_does_not_poison_next_request(start):
+    """Guards against a GET body left unread and parsed as the next kept-alive request."""
+    import http.client as http_client
+
+    port = start().server.server_address[1]
+    connection = http_client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/api/tags", body=b"{}")
+    first = connection.getresponse()
+    first.read()
+    connection.request("POST", "/api/show", body=b'{"model": "missing:1b"}')
+    second = connection.getresponse()
+
+    assert first.status == 200
+    assert second.status in (200, 404), second.read()
