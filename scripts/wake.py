@@ -31,7 +31,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from scripts.ops import stack as pulumi_stack  # noqa: E402 - needs the repository on sys.path
+from scripts.ops import cli  # noqa: E402 - needs the repository on sys.path
+from scripts.ops import stack as pulumi_stack  # noqa: E402
 
 SIGNER_PATH = ROOT / "components" / "bootstrap" / "ollama-idle-stop.py"
 ECS_API_VERSION = "2014-05-26"
@@ -134,10 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instance-id", help="instance to start (default: the stack output instanceId)")
     parser.add_argument("--region", help="region of the instance (default: the stack's alicloud:region)")
     parser.add_argument("--ecs-endpoint", help="ECS API URL (default: https://ecs.<region>.aliyuncs.com)")
-    parser.add_argument("--port", type=int, default=OLLAMA_PORT, help="Ollama API port (default: 11434)")
-    parser.add_argument("--timeout", type=float, default=600,
+    parser.add_argument("--port", type=cli.port_number, default=OLLAMA_PORT, help="Ollama API port (default: 11434)")
+    parser.add_argument("--timeout", type=cli.positive_seconds, default=600,
                         help="seconds to wait for the instance and the API (default: 600)")
-    parser.add_argument("--interval", type=float, default=5, help="seconds between polls (default: 5)")
+    parser.add_argument("--interval", type=cli.positive_seconds, default=5,
+                        help="seconds between polls (default: 5)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 

@@ -162,3 +162,24 @@ def test_escape_control_characters():
 
     assert cli.escape_control_characters(text) == "a\\x1b[31mb\\x07c\\x0dd\\x0ae\\x09f\\u202eg\\x9bh"
     assert cli.escape_control_characters(text, keep="\n\t") == "a\\x1b[31mb\\x07c\\x0dd\ne\tf\\u202eg\\x9bh"
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--timeout", "nan"),
+    ("--timeout", "-1"),
+    ("--interval", "0"),
+    ("--port", "99999"),
+])
+def test_wake_invalid_option_rejected(option, value, capsys, monkeypatch):
+    """wake.py never timed out with --timeout nan, polled without pause at --interval 0 and crashed on port 99999."""
+    from scripts import wake
+
+    # Without an access key, wake.py stops before it reads the stack or calls the ECS API.
+    for name in ("ALICLOUD_ACCESS_KEY", "ALIBABA_CLOUD_ACCESS_KEY_ID"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SystemExit) as exited:
+        wake.main([option, value])
+    err = capsys.readouterr().err
+
+    assert exited.value.code == cli.EXIT_USAGE
+    assert f"argument {option}: invalid" in err
