@@ -241,12 +241,7 @@ def default_models(args: argparse.Namespace) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=cli.exit_codes_epilog(EXIT_CODES),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    cli.add_common_args(parser)
+    parser = cli.new_parser(__doc__, EXIT_CODES)
     cli.add_endpoint_args(parser)
     cli.add_ssh_args(parser)
     parser.add_argument("--model", metavar="NAME", action="append",

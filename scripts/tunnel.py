@@ -67,12 +67,7 @@ def serve(args: argparse.Namespace, console: Console, stop: threading.Event) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=cli.exit_codes_epilog(EXIT_CODES),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    cli.add_common_args(parser)
+    parser = cli.new_parser(__doc__, EXIT_CODES)
     cli.add_ssh_args(parser)
     parser.add_argument("--local-port", metavar="PORT", type=cli.port_number_or_zero, default=11434,
                         help="port to listen on at 127.0.0.1; 0 picks a free one (default: %(default)s)")

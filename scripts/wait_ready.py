@@ -370,12 +370,7 @@ def wait(args: argparse.Namespace, console: Console) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=cli.exit_codes_epilog(EXIT_CODES),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    cli.add_common_args(parser)
+    parser = cli.new_parser(__doc__, EXIT_CODES)
     cli.add_ssh_args(parser)
     parser.add_argument("--timeout", metavar="SECONDS", type=cli.positive_seconds, default=3600.0,
                         help="seconds to wait in total, SSH retries included (default: %(default)s)")

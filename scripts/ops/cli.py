@@ -172,6 +172,17 @@ def setup_logging(verbose: bool) -> None:
     logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
+def new_parser(doc: str, exit_codes: dict[int, str]) -> argparse.ArgumentParser:
+    """Create a script's parser: the docstring's first paragraph, its exit codes and --verbose."""
+    parser = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0],
+        epilog=exit_codes_epilog(exit_codes),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_args(parser)
+    return parser
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("--stack", help="Pulumi stack to read outputs from (default: the selected stack)")
