@@ -190,7 +190,7 @@ install_driver() {
   if driver_works; then
     log "NVIDIA driver $DRIVER_VERSION already works"
   else
-    # The installer refuses to build while nouveau holds the GPU.
+    # The installer fails to build while nouveau drives the GPU.
     printf 'blacklist nouveau\noptions nouveau modeset=0\n' > /etc/modprobe.d/blacklist-nouveau.conf
     if grep -q '^nouveau ' /proc/modules 2> /dev/null; then
       modprobe -r nouveau || die "the nouveau driver is loaded and cannot be unloaded; reboot the instance"
@@ -405,7 +405,7 @@ wait_for_api() {
     fi
     [[ $attempt -lt 60 ]] && sleep 1
   done
-  die "Ollama API at $OLLAMA_API did not answer within 60 s; see journalctl -u ollama"
+  die "Ollama API at $OLLAMA_API did not respond within 60 s; see journalctl -u ollama"
 }
 
 # Model name as pulled: through the mirror registry when one is set.

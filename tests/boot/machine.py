@@ -87,6 +87,16 @@ def run(command: list[str], *, check: bool = True, timeout: float = 60, **kwargs
     return result
 
 
+def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
+    """Terminate a process the harness started, killing it when it ignores SIGTERM."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
     """Poll PREDICATE until it returns a true value; raise TimeoutError naming WHAT."""
     deadline = time.monotonic() + timeout
@@ -148,12 +158,7 @@ class HostUdev:
     def close(self) -> None:
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_process(self.process)
         log.info("stopped udevd, pid %d", self.process.pid)
         self.process = None
 
@@ -297,12 +302,7 @@ class Mirror:
     def close(self) -> None:
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_process(self.process)
         self.process = None
 
 

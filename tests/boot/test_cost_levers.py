@@ -79,12 +79,7 @@ class CloudApiStandin:
                 if call["accepted"] and call["params"].get("Action") == "StopInstance"]
 
     def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        machine.stop_process(self.process)
 
 
 def idle_stop_settings(**overrides):

@@ -889,7 +889,7 @@ class Handler(BaseHTTPRequestHandler):
     def _host_allowed(self) -> bool:
         """Apply Ollama's DNS-rebinding guard: on a loopback address, reject public Host names.
 
-        Real Ollama (server/routes.go, allowedHostsMiddleware) answers 403 when it listens
+        Real Ollama (server/routes.go, allowedHostsMiddleware) returns 403 when it listens
         on loopback and the Host header names neither a loopback, private or unspecified
         address, nor localhost, this machine's hostname or a .localhost/.local/.internal name.
         """
